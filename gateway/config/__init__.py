@@ -1,0 +1,1 @@
+"""Typed configuration: shared building blocks (``base``), the root model and loader (``loader``)."""

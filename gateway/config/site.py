@@ -1,0 +1,63 @@
+"""Sections of the root config that belong to the engine itself (not to a plug-in)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ByteSize, Field
+
+from gateway.config.base import Duration, StrictModel
+
+
+class SiteConfig(StrictModel):
+    """ISA-95 style location of this gateway, used by topic templates and as series tags."""
+
+    enterprise: str = "acme"
+    site: str = "site1"
+    area: str = "area1"
+    line: str = "line1"
+
+
+class SpoolConfig(StrictModel):
+    """The durable store-and-forward spool (SQLite, WAL) between sources and sinks."""
+
+    path: str | None = Field(None, description="spool file; default <data_dir>/spool.db")
+    max_size: ByteSize = Field(ByteSize(256 * 1024 * 1024), description="bound on spooled payload, e.g. 256MiB")
+    max_age: Duration = Field(7 * 86400.0, description="batches older than this are dropped, e.g. 7d")
+    overflow: Literal["drop_oldest", "drop_newest"] = Field(
+        "drop_oldest", description="what to drop when the spool is full (or the disk is)"
+    )
+    synchronous: Literal["off", "normal", "full"] = Field(
+        "normal",
+        description="SQLite synchronous: normal survives a process crash, full also a power cut",
+    )
+    commit_interval: Duration = Field(
+        0.0,
+        description="group appends for this long before one commit (fewer flash writes, more at risk)",
+    )
+    memory_batches: int = Field(
+        2048, ge=16, le=1_000_000, description="recent batches kept decoded in memory for sinks at the head"
+    )
+
+
+class HttpConfig(StrictModel):
+    """Health, metrics and status endpoint."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = Field(8750, ge=0, le=65535)
+
+
+class LogConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto: console renderer on a TTY, JSON lines otherwise"
+    )
+
+
+class ProcessingDefaults(StrictModel):
+    """Engine-wide settings of the processing stage."""
+
+    queue_batches: int = Field(
+        256, ge=1, le=100_000, description="batches buffered between sources and the spool before back-pressure"
+    )

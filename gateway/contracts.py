@@ -1,0 +1,50 @@
+"""The contracts plug-ins implement. Each is a ``typing.Protocol``: plug-ins need not inherit anything."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from gateway.model import Batch, Value
+
+Emit = Callable[[Batch], Awaitable[None]]
+"""Hands one batch to the engine. It awaits only when the pipeline applies back-pressure."""
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Reads equipment and pushes batches: polling (Modbus) and subscriptions (OPC-UA) both fit.
+
+    ``run`` returns or raises only when the source stops; the engine's supervisor restarts it with
+    backoff if it raises. It must not swallow ``asyncio.CancelledError``.
+    """
+
+    name: str
+
+    async def run(self, emit: Emit) -> None: ...
+
+
+@runtime_checkable
+class WritableSource(Source, Protocol):
+    """A source whose devices accept writes. Raises ``gateway.errors.WriteError`` when refused."""
+
+    async def write(self, device: str, tag: str, value: Value) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Delivers batches to an uplink.
+
+    ``write`` returns only once the uplink accepted every sample of ``batches``; otherwise it raises
+    ``RetryableSinkError`` (the batches stay spooled and are retried) or ``PermanentSinkError``
+    (they are dead-lettered and skipped). ``open`` connects and ``close`` releases; both may be
+    called again after a failure when the supervisor restarts the sink.
+    """
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def write(self, batches: Sequence[Batch]) -> None: ...
+
+    async def close(self) -> None: ...

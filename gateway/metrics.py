@@ -1,0 +1,67 @@
+"""The one metrics registry every component records into (prometheus-client).
+
+A ``Metrics`` instance owns its own ``CollectorRegistry`` so tests and hot reloads never collide on
+the process-global default registry. Components take the families they need and cache ``.labels()``
+children once, outside the hot path.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+NS = "edgegw"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # pipeline
+        self.samples_in = Counter(f"{NS}_samples_in", "Samples emitted by sources", ["source"], registry=r)
+        self.samples_filtered = Counter(
+            f"{NS}_samples_filtered", "Samples suppressed by deadband / report-on-change", ["source"], registry=r
+        )
+        self.samples_out = Counter(f"{NS}_samples_out", "Samples accepted by a sink's uplink", ["sink"], registry=r)
+        # components
+        self.component_restarts = Counter(
+            f"{NS}_component_restarts", "Restarts of a supervised component after a failure", ["component"],
+            registry=r,
+        )
+        self.component_up = Gauge(
+            f"{NS}_component_up", "1 while a supervised component runs", ["component"], registry=r
+        )
+        # sinks
+        self.sink_failures = Counter(
+            f"{NS}_sink_failures", "Failed sink writes", ["sink", "kind"], registry=r
+        )
+        self.sink_dead_lettered = Counter(
+            f"{NS}_sink_dead_lettered_samples", "Samples a sink rejected permanently", ["sink"], registry=r
+        )
+        self.sink_write_seconds = Histogram(
+            f"{NS}_sink_write_seconds", "Time one sink write took", ["sink"], registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
+        )
+        self.sink_pending = Gauge(
+            f"{NS}_sink_pending_samples", "Spooled samples a sink has not delivered yet", ["sink"], registry=r
+        )
+        self.sink_oldest_pending_age = Gauge(
+            f"{NS}_sink_oldest_pending_age_seconds", "Age of the oldest sample a sink has not delivered",
+            ["sink"], registry=r,
+        )
+        self.sink_last_delivery = Gauge(
+            f"{NS}_sink_last_delivery_timestamp_seconds", "Wall time of the last accepted write", ["sink"],
+            registry=r,
+        )
+        # spool
+        self.spool_appended = Counter(f"{NS}_spool_appended_samples", "Samples appended to the spool", registry=r)
+        self.spool_dropped = Counter(
+            f"{NS}_spool_dropped_samples", "Samples dropped by the spool before every sink had them",
+            ["reason"], registry=r,
+        )
+        self.spool_bytes = Gauge(f"{NS}_spool_bytes", "Payload bytes held by the spool", registry=r)
+        self.spool_batches = Gauge(f"{NS}_spool_batches", "Batches held by the spool", registry=r)
+        self.spool_commit_seconds = Histogram(
+            f"{NS}_spool_commit_seconds", "Time one spool commit took", registry=r,
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+        )
+        self.spool_errors = Counter(f"{NS}_spool_errors", "Spool I/O errors", ["kind"], registry=r)

@@ -1,0 +1,121 @@
+"""Plug-in descriptors and the entry-point registry.
+
+A plug-in is a small descriptor (kind, config model, factory) published under one of three
+entry-point groups. Only the descriptors a config names are imported, so a box that uses Modbus never
+loads asyncua; the factory imports the protocol adapter only when the component is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from gateway.config.base import SinkConfigBase, SourceConfigBase
+
+if TYPE_CHECKING:
+    import structlog
+
+    from gateway.config.site import SiteConfig
+    from gateway.contracts import Sink, Source
+    from gateway.metrics import Metrics
+
+SOURCES_GROUP = "edge_gateway.sources"
+SINKS_GROUP = "edge_gateway.sinks"
+COMMANDS_GROUP = "edge_gateway.commands"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a factory gets besides its own config: shared services, never the whole runtime."""
+
+    metrics: Metrics
+    site: SiteConfig
+    data_dir: str
+    log: structlog.stdlib.BoundLogger
+
+
+SrcCfg = TypeVar("SrcCfg", bound=SourceConfigBase)
+SnkCfg = TypeVar("SnkCfg", bound=SinkConfigBase)
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePlugin(Generic[SrcCfg]):
+    kind: str
+    config_model: type[SrcCfg]
+    factory: Callable[[str, SrcCfg, BuildContext], Source]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SinkPlugin(Generic[SnkCfg]):
+    kind: str
+    config_model: type[SnkCfg]
+    factory: Callable[[str, SnkCfg, BuildContext], Sink]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandPlugin:
+    """A CLI sub-command contributed by a connector or the simulators (``scan``, ``browse``, ...)."""
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    aliases: tuple[str, ...] = field(default=())
+
+
+class PluginError(LookupError):
+    """An unknown kind, or an entry point that does not load to the expected descriptor."""
+
+
+def _group(group: str) -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def installed_kinds(group: str) -> list[str]:
+    """Kinds published under ``group``, read from metadata without importing anything."""
+    return sorted(_group(group))
+
+
+_cache: dict[tuple[str, str], object] = {}
+
+
+def _load(group: str, kind: str, expected: type) -> object:
+    key = (group, kind)
+    if key in _cache:
+        return _cache[key]
+    eps = _group(group)
+    if kind not in eps:
+        label = group.rsplit(".", 1)[-1].rstrip("s")
+        raise PluginError(f"unknown {label} type {kind!r}; installed: {', '.join(sorted(eps)) or 'none'}")
+    obj = eps[kind].load()
+    if not isinstance(obj, expected):
+        raise PluginError(f"entry point {group}:{kind} is {type(obj).__name__}, not a {expected.__name__}")
+    _cache[key] = obj
+    return obj
+
+
+def source_plugin(kind: str) -> SourcePlugin[SourceConfigBase]:
+    obj = _load(SOURCES_GROUP, kind, SourcePlugin)
+    assert isinstance(obj, SourcePlugin)
+    return obj
+
+
+def sink_plugin(kind: str) -> SinkPlugin[SinkConfigBase]:
+    obj = _load(SINKS_GROUP, kind, SinkPlugin)
+    assert isinstance(obj, SinkPlugin)
+    return obj
+
+
+def command_plugins() -> list[CommandPlugin]:
+    """Every installed CLI plug-in. Loading one imports only its descriptor module."""
+    out: list[CommandPlugin] = []
+    for name in installed_kinds(COMMANDS_GROUP):
+        obj = _load(COMMANDS_GROUP, name, CommandPlugin)
+        assert isinstance(obj, CommandPlugin)
+        out.append(obj)
+    return out

@@ -1,0 +1,72 @@
+"""What a scenario measures, and how the harness prints it."""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(slots=True)
+class BenchResult:
+    scenario: str
+    wall_s: float
+    cpu_s: float
+    samples_in: int
+    samples_out: int
+    peak_rss_mib: float
+    target: str = ""
+    notes: dict[str, float | int | str] = field(default_factory=dict)
+
+    @property
+    def cpu_pct(self) -> float:
+        return 100.0 * self.cpu_s / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def in_rate(self) -> float:
+        return self.samples_in / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def out_rate(self) -> float:
+        return self.samples_out / self.wall_s if self.wall_s else 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> BenchResult:
+        return cls(**json.loads(text))
+
+
+class ProcessMeter:
+    """CPU time (user+sys) and wall time of this process over a window; peak RSS of its whole life."""
+
+    def __enter__(self) -> ProcessMeter:
+        self._cpu0 = _cpu()
+        self._wall0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_s = _cpu() - self._cpu0
+        self.wall_s = time.perf_counter() - self._wall0
+        self.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+HEADER = (
+    "| scenario | samples in/s | samples out/s | CPU % of one core | peak RSS MiB | wall s | target | notes |\n"
+    "|---|---:|---:|---:|---:|---:|---|---|"
+)
+
+
+def markdown_row(r: BenchResult) -> str:
+    notes = ", ".join(f"{k}={v}" for k, v in r.notes.items())
+    return (
+        f"| {r.scenario} | {r.in_rate:,.0f} | {r.out_rate:,.0f} | {r.cpu_pct:.0f} | {r.peak_rss_mib:.0f} "
+        f"| {r.wall_s:.1f} | {r.target} | {notes} |"
+    )

@@ -1,0 +1,22 @@
+"""Child-process entry of the harness: ``python -m gateway.benchmark.worker SCENARIO PARAMS_JSON``.
+
+Runs one scenario and prints its ``BenchResult`` as one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from gateway.benchmark.scenarios import SCENARIOS
+
+
+def main() -> int:
+    name, params = sys.argv[1], json.loads(sys.argv[2])
+    result = SCENARIOS[name].run(params)
+    sys.stdout.write(result.to_json() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

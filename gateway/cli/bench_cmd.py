@@ -1,0 +1,61 @@
+"""``edge-gateway bench SCENARIO``: run benchmark scenarios and print a Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.benchmark.result import HEADER, BenchResult, markdown_row
+from gateway.benchmark.scenarios import SCENARIOS
+
+
+def register(sub: Any) -> None:
+    names = ", ".join(SCENARIOS)
+    p = sub.add_parser("bench", help="run a benchmark scenario and print a Markdown table",
+                       description=f"Scenarios: {names}; 'all' runs every engine scenario.")
+    p.add_argument("scenario", nargs="+", metavar="SCENARIO", help=f"one of: {names}, all")
+    p.add_argument("--samples", type=int, help="samples per run (spool scenarios)")
+    p.add_argument("--duration", type=float, help="seconds of steady load (pipeline scenarios)")
+    p.add_argument("--rate", type=int, help="offered samples/s (pipeline scenarios)")
+    p.add_argument("--output", "-o", metavar="FILE", help="also append the table to FILE (Markdown)")
+    p.set_defaults(handler=bench)
+
+
+def bench(args: argparse.Namespace) -> int:
+    wanted = list(SCENARIOS) if args.scenario == ["all"] else args.scenario
+    unknown = [s for s in wanted if s not in SCENARIOS]
+    if unknown:
+        print(f"edge-gateway bench: unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    params = {k: v for k, v in (("samples", args.samples), ("duration", args.duration), ("rate", args.rate))
+              if v is not None}
+    rows = []
+    print(HEADER, flush=True)
+    for name in wanted:
+        result = run_in_child(name, params)
+        row = markdown_row(result)
+        rows.append(row)
+        print(row, flush=True)
+    if args.output:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        with open(args.output, "a", encoding="utf-8") as f:
+            f.write(f"\n### {stamp}: `edge-gateway bench {' '.join(args.scenario)}`"
+                    f"{' ' + json.dumps(params) if params else ''}\n\n{HEADER}\n" + "\n".join(rows) + "\n")
+    return 0
+
+
+def run_in_child(name: str, params: dict[str, Any]) -> BenchResult:
+    """Each scenario in a fresh interpreter, so CPU and peak RSS are that scenario's alone."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.benchmark.worker", name, json.dumps(params)],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"edge-gateway bench: scenario {name} failed:\n{proc.stderr.strip()}")
+    return BenchResult.from_json(proc.stdout.strip().splitlines()[-1])

@@ -1,0 +1,84 @@
+"""``edge-gateway``: the product's command tree.
+
+Built-in commands live beside this module; ``query``, ``scan``, ``browse``, ``pki``, ``simulate`` and
+``record`` arrive as CLI plug-ins from ``connectors/`` and ``simulators/`` (entry-point group
+``edge_gateway.commands``), so the engine never imports a protocol library to build its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from gateway import __version__
+from gateway.cli import bench_cmd, config_cmds, run_cmd, write_cmd
+from gateway.plugins import PluginError, command_plugins
+
+# Product command names that a plug-in provides, and which part of the product ships it.
+PLUGIN_COMMANDS = {
+    "query": "the embedded store (connectors.sqlite)",
+    "scan": "the Modbus connector",
+    "browse": "the OPC-UA connector",
+    "pki": "the OPC-UA connector",
+    "simulate": "the simulators",
+    "record": "the simulators",
+}
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-gateway",
+        description="Industrial data-collection edge gateway: OPC-UA and Modbus in; MQTT, InfluxDB and a "
+        "local store out, through a durable spool.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    run_cmd.register(sub)
+    config_cmds.register(sub)
+    write_cmd.register(sub)
+    bench_cmd.register(sub)
+    provided: set[str] = set()
+    try:
+        plugins = command_plugins()
+    except PluginError as exc:  # a broken plug-in must not take the whole CLI down
+        print(f"edge-gateway: warning: {exc}", file=sys.stderr)
+        plugins = []
+    for plugin in plugins:
+        p = sub.add_parser(plugin.name, help=plugin.help, description=plugin.help, aliases=list(plugin.aliases))
+        plugin.configure(p)
+        p.set_defaults(handler=plugin.run)
+        provided.add(plugin.name)
+    for name, owner in PLUGIN_COMMANDS.items():
+        if name not in provided:
+            p = sub.add_parser(name, help=f"(not installed: provided by {owner})", add_help=False)
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(handler=_not_installed(name, owner))
+    return parser
+
+
+def _not_installed(name: str, owner: str) -> Handler:
+    def handler(_: argparse.Namespace) -> int:
+        print(f"edge-gateway {name}: provided by {owner}, which is not installed in this build", file=sys.stderr)
+        return 2
+
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `edge-gateway query | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""One sink's delivery loop: spool reader -> sink.write -> ack, with retry and dead-lettering.
+
+The loop never drops a batch on a retryable error: the cursor stays where it was and the same
+batches are offered again after a backoff (honouring a server's Retry-After). A permanent rejection of a
+multi-batch write is retried batch by batch so one bad batch cannot take its neighbours down; a single
+batch the uplink rejects for good goes to the spool's dead-letter table and the cursor moves past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from gateway.backoff import Backoff
+from gateway.contracts import Sink
+from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.logs import get_logger
+from gateway.metrics import Metrics
+from gateway.model import Batch, SpooledBatch
+from gateway.spool import Spool, SpoolReader
+
+
+class DeliveryLoop:
+    def __init__(
+        self,
+        sink: Sink,
+        spool: Spool,
+        sources: Sequence[str],
+        metrics: Metrics,
+        *,
+        max_samples: int,
+        retry_initial: float,
+        retry_max: float,
+    ) -> None:
+        self.sink = sink
+        self.spool = spool
+        self.sources = list(sources)
+        self.max_samples = max_samples
+        self.backoff = Backoff(retry_initial, retry_max)
+        self.log = get_logger("gateway.delivery", sink=sink.name)
+        self._out = metrics.samples_out.labels(sink.name)
+        self._retryable = metrics.sink_failures.labels(sink.name, "retryable")
+        self._permanent = metrics.sink_failures.labels(sink.name, "permanent")
+        self._dead = metrics.sink_dead_lettered.labels(sink.name)
+        self._write_time = metrics.sink_write_seconds.labels(sink.name)
+        self._last_delivery = metrics.sink_last_delivery.labels(sink.name)
+        self.reader: SpoolReader | None = None
+        self.delivered = 0
+        self.last_delivery_mono: float | None = None
+        self._failing = False
+
+    async def run(self) -> None:
+        """Open the sink and deliver until cancelled. Raises only if ``open`` fails (the supervisor retries)."""
+        await self.sink.open()
+        self.reader = reader = self.spool.reader(self.sink.name, self.sources)
+        try:
+            while True:
+                batches = await reader.next(self.max_samples)
+                await self._deliver(reader, batches)
+        finally:
+            reader.rewind()
+            await asyncio.shield(self._close())
+
+    async def _close(self) -> None:
+        try:
+            await self.sink.close()
+        except Exception as exc:  # closing a broken uplink must not mask why we stopped
+            self.log.warning("sink close failed", error=str(exc))
+
+    async def _deliver(self, reader: SpoolReader, batches: list[SpooledBatch]) -> None:
+        while True:
+            try:
+                t0 = time.perf_counter()
+                await self.sink.write(_as_batches(batches))
+                self._write_time.observe(time.perf_counter() - t0)
+            except RetryableSinkError as exc:
+                self._retryable.inc()
+                delay = self.backoff.next()
+                if exc.retry_after is not None:
+                    delay = max(delay, exc.retry_after)
+                self._transition_failing(str(exc), delay)
+                await asyncio.sleep(delay)
+                continue
+            except PermanentSinkError as exc:
+                self._permanent.inc()
+                if len(batches) > 1:
+                    for one in batches:  # isolate the bad batch; the good ones still go through
+                        await self._deliver(reader, [one])
+                    return
+                n = len(batches[0].samples)
+                self.log.error("sink rejected a batch permanently; dead-lettered", seq=batches[0].seq,
+                               samples=n, error=str(exc))
+                await self.spool.dead_letter(self.sink.name, batches, str(exc))
+                self._dead.inc(n)
+                await reader.ack(batches[-1].seq)
+                return
+            n = sum(len(b.samples) for b in batches)
+            await reader.ack(batches[-1].seq)
+            self._out.inc(n)
+            self.delivered += n
+            self.last_delivery_mono = time.monotonic()
+            self._last_delivery.set(time.time())
+            if self._failing:
+                self._failing = False
+                self.backoff.reset()
+                self.log.info("sink delivering again")
+            return
+
+    def _transition_failing(self, error: str, delay: float) -> None:
+        if not self._failing:
+            self._failing = True
+            self.log.warning("sink write failed; keeping data spooled and retrying", error=error,
+                             retry_in=round(delay, 2))
+
+
+def _as_batches(batches: list[SpooledBatch]) -> list[Batch]:
+    return [Batch(b.source, b.samples) for b in batches]

@@ -1,0 +1,39 @@
+"""The path from a source's emit to the spool: processing, counting, append."""
+
+from __future__ import annotations
+
+from gateway.metrics import Metrics
+from gateway.model import Batch
+from gateway.processing import Processor
+from gateway.spool import Spool
+
+
+class SourcePipeline:
+    """The ``emit`` a source is given. Per-batch work only: one processor pass, two counters, one append."""
+
+    def __init__(self, source: str, processor: Processor | None, spool: Spool, metrics: Metrics) -> None:
+        self.source = source
+        self.processor = processor
+        self.spool = spool
+        self._in = metrics.samples_in.labels(source)
+        self._filtered = metrics.samples_filtered.labels(source)
+        self.samples_in = 0
+
+    async def __call__(self, batch: Batch) -> None:
+        n = len(batch.samples)
+        if not n:
+            return
+        self.samples_in += n
+        self._in.inc(n)
+        if batch.source != self.source:  # a source may not speak for another one
+            batch = Batch(self.source, batch.samples)
+        if self.processor is not None:
+            before = self.processor.filtered
+            out = self.processor.apply(batch)
+            dropped = self.processor.filtered - before
+            if dropped:
+                self._filtered.inc(dropped)
+            if out is None:
+                return
+            batch = out
+        await self.spool.append(batch)

@@ -1,0 +1,229 @@
+"""The processing stage: per-tag scale/offset, clamp, deadband and report-on-change, applied per batch.
+
+Built once per source from its tag configs. Each tag that needs work gets a closure specialised to
+exactly what it needs (no per-sample branching on settings it does not use); the per-sample cost of
+a configured tag is two dict lookups and one call, of any other tag one or two lookups. A source
+with nothing to process gets no ``Processor`` at all (``for_source`` returns None).
+
+Rules, in order, for each configured tag:
+
+* ``BAD`` samples pass unchanged (their value is whatever the device left there) and are never
+  filtered; they count as reported, so the next good sample is a quality change.
+* Numeric (int/float, not bool) values become ``raw * scale + offset``, then are clamped into
+  [min, max] when ``clamp`` is set. Other values are left alone.
+* With ``deadband``, ``deadband_percent`` or ``on_change``, a sample is reported when it is the first,
+  when its quality differs from the last reported one, when ``max_silence`` has passed since the last
+  report, or when its value moved by more than the deadband from the last *reported* value (equal
+  values count as no move). With both deadbands the larger threshold applies. Non-numeric values are
+  reported when they differ. Silence is timed on the monotonic clock: wall time may jump.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+
+from gateway.config.base import SourceConfigBase, TagBase
+from gateway.errors import WriteError
+from gateway.model import Batch, Quality, Sample, Value
+
+TagFn = Callable[[Sample, float], Sample | None]
+"""``fn(sample, monotonic_now)``: the processed sample, ``sample`` itself when untouched, None if filtered."""
+
+_BAD = Quality.BAD
+_new = tuple.__new__  # builds a Sample without NamedTuple.__new__'s Python-level call: ~1.5x faster
+
+
+def _transform_fn(scale: float, offset: float, lo: float | None, hi: float | None) -> TagFn:
+    """Scale/offset and/or clamp, no filtering."""
+    linear = scale != 1.0 or offset != 0.0
+    if lo is None:
+        lo = -math.inf
+    if hi is None:
+        hi = math.inf
+
+    if not linear:
+
+        def clamp_only(s: Sample, now: float) -> Sample | None:
+            v = s[2]
+            tv = type(v)
+            if (tv is float or tv is int) and s[3] != _BAD:
+                if v < lo:  # type: ignore[operator]  # int/float checked above
+                    return _new(Sample, (s[0], s[1], lo, *s[3:]))
+                if v > hi:  # type: ignore[operator]
+                    return _new(Sample, (s[0], s[1], hi, *s[3:]))
+            return s
+
+        return clamp_only
+
+    def scaled(s: Sample, now: float) -> Sample | None:
+        d, t, v, q, st, sts, gts, u = s
+        tv = type(v)
+        if (tv is float or tv is int) and q != _BAD:
+            v = v * scale + offset  # type: ignore[operator]
+            if v < lo:
+                v = lo
+            elif v > hi:
+                v = hi
+            return _new(Sample, (d, t, v, q, st, sts, gts, u))
+        return s
+
+    return scaled
+
+
+def _filter_fn(
+    scale: float,
+    offset: float,
+    lo: float | None,
+    hi: float | None,
+    deadband: float,
+    percent: float,
+    silence: float,
+) -> TagFn:
+    """Optional scale/offset/clamp, then deadband / report-on-change against the last reported value."""
+    linear = scale != 1.0 or offset != 0.0
+    bounded = lo is not None or hi is not None
+    low = -math.inf if lo is None else lo
+    high = math.inf if hi is None else hi
+    ratio = percent / 100.0
+    # state of the last *reported* sample; last_q None means nothing reported yet
+    last_v: Value = None
+    last_num = False
+    last_q: Quality | None = None
+    last_t = 0.0
+
+    def filtered(s: Sample, now: float) -> Sample | None:
+        nonlocal last_v, last_num, last_q, last_t
+        q = s[3]
+        if q == _BAD:
+            last_q = q
+            last_t = now
+            return s
+        v = s[2]
+        tv = type(v)
+        num = tv is float or tv is int
+        out = s
+        if num and (linear or bounded):
+            raw = v
+            if linear:
+                v = v * scale + offset  # type: ignore[operator]  # int/float checked above
+            if v < low:  # type: ignore[operator]
+                v = low
+            elif v > high:  # type: ignore[operator]
+                v = high
+            if v is not raw:
+                out = _new(Sample, (s[0], s[1], v, *s[3:]))
+        if q == last_q and now - last_t < silence:
+            if num and last_num:
+                threshold = deadband
+                if ratio:
+                    rel = abs(last_v) * ratio  # type: ignore[arg-type]  # last_num: int/float
+                    if rel > threshold:
+                        threshold = rel
+                # suppressed only on a true "<=": a NaN compares false with everything, so it is reported
+                if abs(v - last_v) <= threshold:  # type: ignore[operator]
+                    return None
+            elif v == last_v and type(v) is type(last_v):
+                return None
+        last_v = v
+        last_num = num
+        last_q = q
+        last_t = now
+        return out
+
+    return filtered
+
+
+def tag_fn(tag: TagBase) -> TagFn | None:
+    """The per-sample function for ``tag``, or None when it passes untouched."""
+    if not tag.needs_processing:
+        return None
+    lo, hi = (tag.min, tag.max) if tag.clamp else (None, None)
+    if tag.deadband is None and tag.deadband_percent is None and not tag.on_change:
+        return _transform_fn(tag.scale, tag.offset, lo, hi)
+    return _filter_fn(
+        tag.scale,
+        tag.offset,
+        lo,
+        hi,
+        tag.deadband or 0.0,
+        tag.deadband_percent or 0.0,
+        math.inf if tag.max_silence is None else tag.max_silence,
+    )
+
+
+def invert_value(tag: TagBase, value: float) -> float:
+    """Engineering value -> raw for a write: refuse it outside [min, max], then undo scale and offset."""
+    v = float(value)
+    if not math.isfinite(v):
+        raise WriteError(f"{tag.name}: {value!r} is not a finite number")
+    if tag.min is not None and v < tag.min:
+        raise WriteError(f"{tag.name}: {value!r} is below the tag's minimum {tag.min:g}")
+    if tag.max is not None and v > tag.max:
+        raise WriteError(f"{tag.name}: {value!r} is above the tag's maximum {tag.max:g}")
+    if tag.scale == 1.0 and tag.offset == 0.0:
+        return value
+    if tag.scale == 0.0:
+        raise WriteError(f"{tag.name}: scale is 0, so a raw value cannot be derived")
+    return (v - tag.offset) / tag.scale
+
+
+class Processor:
+    """Applies one source's per-tag processing to its batches. Not thread-safe: one per source task."""
+
+    def __init__(
+        self, tags: Iterable[tuple[str, TagBase]], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._tags: dict[tuple[str, str], TagBase] = {}
+        # device -> tag -> fn; devices without any processed tag are absent, so they cost one lookup
+        self._fns: dict[str, dict[str, TagFn]] = {}
+        for device, tag in tags:
+            self._tags[(device, tag.name)] = tag
+            fn = tag_fn(tag)
+            if fn is not None:
+                self._fns.setdefault(device, {})[tag.name] = fn
+        self.filtered = 0
+
+    @classmethod
+    def for_source(
+        cls, config: SourceConfigBase, *, clock: Callable[[], float] = time.monotonic
+    ) -> Processor | None:
+        """A processor for ``config``'s tags, or None when none of them needs processing."""
+        tags = list(config.iter_tags())
+        if not any(tag.needs_processing for _, tag in tags):
+            return None
+        return cls(tags, clock=clock)
+
+    def apply(self, batch: Batch) -> Batch | None:
+        """``batch`` processed: the same object if nothing changed, None if every sample was filtered."""
+        fns = self._fns
+        now = self._clock()
+        out: list[Sample] = []
+        append = out.append
+        changed = False
+        for s in batch.samples:
+            device_fns = fns.get(s[0])
+            if device_fns is not None:
+                fn = device_fns.get(s[1])
+                if fn is not None:
+                    r = fn(s, now)
+                    if r is not s:
+                        changed = True
+                        if r is None:
+                            continue
+                        s = r
+            append(s)
+        if not changed:
+            return batch
+        self.filtered += len(batch.samples) - len(out)
+        return Batch(batch.source, out) if out else None
+
+    def invert(self, device: str, tag: str, value: float) -> float:
+        """Engineering ``value`` -> the raw value to write; WriteError when outside [min, max].
+
+        Tags this source's config does not list are returned unchanged.
+        """
+        cfg = self._tags.get((device, tag))
+        return value if cfg is None else invert_value(cfg, value)

@@ -1,0 +1,102 @@
+"""Test plug-ins injected into the registry: a recording sink that can be told to fail, and a source
+that crashes a set number of times. They go through the real config loader and runtime."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from gateway import plugins
+from gateway.config.base import SinkConfigBase, SourceConfigBase
+from gateway.contracts import Emit
+from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.model import Batch, Quality, Sample, now_ns
+from gateway.plugins import BuildContext, SinkPlugin, SourcePlugin
+
+
+class RecordingSinkConfig(SinkConfigBase):
+    type: Literal["recording"]
+    fail_first: int = 0
+    reject_value: int | None = None
+
+
+class RecordingSink:
+    instances: dict[str, RecordingSink] = {}
+
+    def __init__(self, name: str, config: RecordingSinkConfig) -> None:
+        self.name = name
+        self.fail_left = config.fail_first
+        self.reject_value = config.reject_value
+        self.received: list[Sample] = []
+        self.failures = 0
+        self.got_data = asyncio.Event()
+        RecordingSink.instances[name] = self
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, batches: Sequence[Batch]) -> None:
+        if self.fail_left > 0:
+            self.fail_left -= 1
+            self.failures += 1
+            raise RetryableSinkError("uplink down (test)")
+        if self.reject_value is not None and any(
+            s.value == self.reject_value for b in batches for s in b.samples
+        ):
+            raise PermanentSinkError("bad value (test)")
+        for b in batches:
+            self.received.extend(b.samples)
+        self.got_data.set()
+
+    async def close(self) -> None:
+        return None
+
+
+class CrashingSourceConfig(SourceConfigBase):
+    type: Literal["crashing"]
+    crashes: int = 1
+    per_run: int = 3
+
+
+class CrashingSource:
+    """Emits ``per_run`` counter samples, then raises, ``crashes`` times; then emits forever."""
+
+    runs = 0
+
+    def __init__(self, name: str, config: CrashingSourceConfig) -> None:
+        self.name = name
+        self.config = config
+        self.counter = 0
+
+    async def run(self, emit: Emit) -> None:
+        CrashingSource.runs += 1
+        crash = CrashingSource.runs <= self.config.crashes
+        for _ in range(self.config.per_run if crash else 10**9):
+            await emit(Batch(self.name, [Sample("dev", "n", self.counter, Quality.GOOD, 0, now_ns(), now_ns())]))
+            self.counter += 1
+            await asyncio.sleep(0.005)
+        if crash:
+            raise ConnectionError("device went away (test)")
+
+
+def _sink_factory(name: str, config: RecordingSinkConfig, ctx: BuildContext) -> RecordingSink:
+    return RecordingSink(name, config)
+
+
+def _source_factory(name: str, config: CrashingSourceConfig, ctx: BuildContext) -> CrashingSource:
+    return CrashingSource(name, config)
+
+
+def install() -> Iterator[None]:
+    """Register the fakes as if they were installed plug-ins (a pytest fixture body)."""
+    keys = [(plugins.SINKS_GROUP, "recording"), (plugins.SOURCES_GROUP, "crashing")]
+    plugins._cache[keys[0]] = SinkPlugin("recording", RecordingSinkConfig, _sink_factory)
+    plugins._cache[keys[1]] = SourcePlugin("crashing", CrashingSourceConfig, _source_factory)
+    RecordingSink.instances.clear()
+    CrashingSource.runs = 0
+    try:
+        yield
+    finally:
+        for k in keys:
+            plugins._cache.pop(k, None)

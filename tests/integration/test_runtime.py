@@ -1,0 +1,176 @@
+"""The runtime end to end: real config files, real spool, supervisors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.config.loader import load_config
+from gateway.runtime import Runtime
+from tests import fakes
+from tests.fakes import RecordingSink
+
+
+@pytest.fixture
+def fake_plugins() -> Iterator[None]:
+    yield from fakes.install()
+
+
+async def wait_until(pred: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+def write_config(tmp_path: Path, cfg: dict[str, object]) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+async def test_failing_sink_keeps_data_and_does_not_stall_others(tmp_path: Path, fake_plugins: None) -> None:
+    path = write_config(tmp_path, {
+        "data_dir": str(tmp_path / "data"),
+        "sources": {"src": {"type": "crashing", "crashes": 0}},
+        "sinks": {
+            "good": {"type": "recording"},
+            "flaky": {"type": "recording", "fail_first": 5, "retry_initial": "10ms", "retry_max": "50ms"},
+        },
+    })
+    runtime = Runtime(load_config(path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    good, flaky = RecordingSink.instances["good"], RecordingSink.instances["flaky"]
+    # The good sink delivers while the flaky one is still failing.
+    await wait_until(lambda: len(good.received) >= 5 and flaky.failures >= 1)
+    await wait_until(lambda: flaky.failures == 5 and len(flaky.received) >= 40)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    for sink in (good, flaky):
+        values = [s.value for s in sink.received]
+        assert values == list(range(len(values))), f"{sink.name}: gap or reorder"
+    assert runtime.metrics.sink_failures.labels("flaky", "retryable")._value.get() == 5
+
+
+async def test_permanent_rejection_dead_letters_one_batch_only(tmp_path: Path, fake_plugins: None) -> None:
+    path = write_config(tmp_path, {
+        "data_dir": str(tmp_path / "data"),
+        "sources": {"src": {"type": "crashing", "crashes": 0}},
+        "sinks": {"picky": {"type": "recording", "reject_value": 7}},
+    })
+    runtime = Runtime(load_config(path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    picky = RecordingSink.instances["picky"]
+    await wait_until(lambda: len(picky.received) >= 20)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    values = [s.value for s in picky.received]
+    assert 7 not in values
+    assert values[:7] == list(range(7)) and values[7:12] == list(range(8, 13))
+    db = sqlite3.connect(tmp_path / "data" / "spool.db")
+    assert db.execute("SELECT count(*) FROM dead_letters WHERE sink = 'picky'").fetchone()[0] >= 1
+
+
+async def test_crashing_source_restarts_without_touching_others(tmp_path: Path, fake_plugins: None) -> None:
+    path = write_config(tmp_path, {
+        "data_dir": str(tmp_path / "data"),
+        "sources": {
+            "bad": {"type": "crashing", "crashes": 2, "per_run": 3},
+            "steady": {"type": "synthetic", "interval": "10ms",
+                       "devices": {"m1": {"tags": [{"name": "c", "signal": "counter"}]}}},
+        },
+        "sinks": {"all": {"type": "recording"}},
+    })
+    runtime = Runtime(load_config(path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    sink = RecordingSink.instances["all"]
+    await wait_until(lambda: fakes.CrashingSource.runs >= 3
+                     and sum(1 for s in sink.received if s.device == "dev") >= 10, timeout=20)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    steady = [s.value for s in sink.received if s.device == "m1"]
+    assert len(steady) >= 10 and steady == sorted(steady)
+    assert runtime.metrics.component_restarts.labels("source:bad")._value.get() == 2
+    assert runtime.metrics.component_restarts.labels("source:steady")._value.get() == 0
+
+
+def test_sigterm_exits_zero_within_5s_and_loses_nothing_committed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    path = write_config(tmp_path, {
+        "data_dir": str(data),
+        "log": {"format": "json"},
+        "sources": {"line": {"type": "synthetic", "interval": "5ms", "devices": {
+            "m1": {"tags": [{"name": "a", "signal": "counter"}, {"name": "b", "signal": "counter"}]},
+            "m2": {"tags": [{"name": "a", "signal": "counter"}]},
+        }}},
+        "sinks": {"store": {"type": "sqlite"}},
+    })
+    cmd = [sys.executable, "-m", "gateway.cli.main", "run", "-c", str(path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    store = data / "store.db"
+    deadline = time.monotonic() + 20
+    rows = 0
+    while rows < 300:
+        assert time.monotonic() < deadline, "the store never filled"
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        if store.exists():
+            try:
+                rows = sqlite3.connect(store).execute("SELECT count(*) FROM points").fetchone()[0]
+            except sqlite3.OperationalError:
+                rows = 0
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - t0 < 5.0
+    stopped = [json.loads(line) for line in err.splitlines() if '"gateway stopped"' in line]
+    assert stopped, err
+    samples_in = stopped[0]["samples_in"]
+    assert samples_in >= 300
+    # Everything the first run took in is in the store or still spooled; a second run drains it.
+    proc2 = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            db = sqlite3.connect(store)
+            firsts = db.execute(
+                "SELECT count(*) FROM points p JOIN series s ON s.id = p.series_id"
+            ).fetchone()[0]
+            if firsts >= samples_in:
+                break
+            assert time.monotonic() < deadline, f"store has {firsts} of {samples_in}"
+            time.sleep(0.05)
+    finally:
+        proc2.send_signal(signal.SIGTERM)
+        proc2.communicate(timeout=10)
+    assert proc2.returncode == 0
+    # Counters restart at 0 in each run: the first run's values are 0..k-1 per tag, with no gap.
+    db = sqlite3.connect(store)
+    for (series_id,) in db.execute("SELECT id FROM series").fetchall():
+        values = [int(v) for (v,) in db.execute(
+            "SELECT value FROM points WHERE series_id = ? ORDER BY ts_ns", (series_id,))]
+        first_run = values[: values.index(0, 1)] if 0 in values[1:] else values
+        assert first_run == list(range(len(first_run))), f"series {series_id} has a gap"
+    total_first = 0
+    for (series_id,) in db.execute("SELECT id FROM series").fetchall():
+        values = [int(v) for (v,) in db.execute(
+            "SELECT value FROM points WHERE series_id = ? ORDER BY ts_ns", (series_id,))]
+        total_first += values.index(0, 1) if 0 in values[1:] else len(values)
+    assert total_first == samples_in

@@ -49,18 +49,37 @@ class DeliveryLoop:
         self.delivered = 0
         self.last_delivery_mono: float | None = None
         self._failing = False
+        self._writing = False
+        self._stop_requested = False
+        self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        """Open the sink and deliver until cancelled. Raises only if ``open`` fails (the supervisor retries)."""
-        await self.sink.open()
+        """Open the sink and deliver until stopped. Raises only if ``open`` fails (the supervisor retries)."""
+        self._task = asyncio.current_task()
+        # Register first: a sink whose uplink is down at start holds its data from the first moment.
         self.reader = reader = self.spool.reader(self.sink.name, self.sources)
+        await self.sink.open()
         try:
-            while True:
+            while not self._stop_requested:
                 batches = await reader.next(self.max_samples)
-                await self._deliver(reader, batches)
+                self._writing = True
+                try:
+                    await self._deliver(reader, batches)
+                finally:
+                    self._writing = False
         finally:
             reader.rewind()
             await asyncio.shield(self._close())
+
+    def request_stop(self) -> None:
+        """Stop after the write in flight (if any) has been acked, so a clean stop re-sends nothing.
+
+        An idle loop is cancelled at once; a loop stuck in a failing write is cancelled by the runtime's
+        deadline, and its batch is simply offered again at the next start (at-least-once).
+        """
+        self._stop_requested = True
+        if not self._writing and self._task is not None:
+            self._task.cancel()
 
     async def _close(self) -> None:
         try:
@@ -80,6 +99,8 @@ class DeliveryLoop:
                 if exc.retry_after is not None:
                     delay = max(delay, exc.retry_after)
                 self._transition_failing(str(exc), delay)
+                if self._stop_requested:
+                    raise asyncio.CancelledError from exc
                 await asyncio.sleep(delay)
                 continue
             except PermanentSinkError as exc:

@@ -97,23 +97,18 @@ def _filter_fn(
         nonlocal last_v, last_num, last_q, last_t
         q = s[3]
         if q == _BAD:
-            last_q = q
-            last_t = now
+            last_q = q  # so the next good sample is reported as a quality change
             return s
-        v = s[2]
+        raw = v = s[2]
         tv = type(v)
         num = tv is float or tv is int
-        out = s
         if num and (linear or bounded):
-            raw = v
             if linear:
                 v = v * scale + offset  # type: ignore[operator]  # int/float checked above
             if v < low:  # type: ignore[operator]
                 v = low
             elif v > high:  # type: ignore[operator]
                 v = high
-            if v is not raw:
-                out = _new(Sample, (s[0], s[1], v, *s[3:]))
         if q == last_q and now - last_t < silence:
             if num and last_num:
                 threshold = deadband
@@ -130,7 +125,8 @@ def _filter_fn(
         last_num = num
         last_q = q
         last_t = now
-        return out
+        # the new Sample is built only once the value is known to be reported
+        return s if v is raw else _new(Sample, (s[0], s[1], v, *s[3:]))
 
     return filtered
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,19 @@ STOP_BUDGET = 4.0
 """Seconds the whole shutdown may take; SIGTERM must exit within 5 s."""
 
 SUMMARY_EVERY = 60.0
+
+
+def tune_gc() -> None:
+    """Process-wide GC settings for a long-running collector.
+
+    Every Sample is a tracked tuple, so with CPython's default gen-0 threshold (700) the cyclic collector
+    runs every few hundred samples and re-scans the in-memory spool tail: a third of the drain time in
+    profiles. The pipeline creates no reference cycles per sample, so collect far less often, and move
+    everything that exists after start-up (modules, config, plug-ins) out of the collector's sight.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
 
 
 @dataclass(slots=True)
@@ -91,18 +105,27 @@ class Runtime:
                 await self._stop_tasks([t for n, t in self.tasks.items() if n.startswith("source:")])
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.spool.flush(), STOP_BUDGET / 2)
-                await self._stop_tasks([t for n, t in self.tasks.items() if n.startswith("sink:")])
+                for delivery in self.deliveries.values():
+                    delivery.request_stop()
+                await self._stop_tasks([t for n, t in self.tasks.items() if n.startswith("sink:")], cancel=False)
                 housekeeping.cancel()
         finally:
             await self.spool.close()
             self.log.info("gateway stopped", samples_in=sum(p.samples_in for p in self.pipelines.values()),
                           delivered={n: d.delivered for n, d in self.deliveries.items()})
 
-    async def _stop_tasks(self, tasks: list[asyncio.Task[None]]) -> None:
-        for t in tasks:
+    async def _stop_tasks(self, tasks: list[asyncio.Task[None]], *, cancel: bool = True) -> None:
+        """Cancel (or, with ``cancel=False``, first let finish) ``tasks`` within a quarter of the budget."""
+        if cancel:
+            for t in tasks:
+                t.cancel()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=STOP_BUDGET / 4)
+        for t in pending:
             t.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=STOP_BUDGET / 4)
+        if pending:
+            await asyncio.wait(pending, timeout=STOP_BUDGET / 8)
 
     def sink_status(self) -> list[SinkStatus]:
         out = []

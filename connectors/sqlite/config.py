@@ -32,6 +32,13 @@ class SqliteStoreConfig(SinkConfigBase):
             "(the file keeps its size and reuses the freed pages); 0 means no bound"
         ),
     )
+    min_free_disk: ByteSize = Field(
+        ByteSize(64 * 1024 * 1024),
+        description=(
+            "keep this much disk space free, e.g. 64MiB: below it the store stops growing and overwrites "
+            "its oldest points; 0 turns the check off"
+        ),
+    )
     retention_interval: Duration = Field(
         300.0, gt=0, description="how often the age and size retention runs, e.g. 5m"
     )

@@ -24,31 +24,31 @@ from gateway.generators import (
 )
 
 
-class SineTag(TagBase, SineSignal):
+class SineTag(SineSignal, TagBase):
     pass
 
 
-class RampTag(TagBase, RampSignal):
+class RampTag(RampSignal, TagBase):
     pass
 
 
-class RandomWalkTag(TagBase, RandomWalkSignal):
+class RandomWalkTag(RandomWalkSignal, TagBase):
     pass
 
 
-class CounterTag(TagBase, CounterSignal):
+class CounterTag(CounterSignal, TagBase):
     pass
 
 
-class SquareTag(TagBase, SquareSignal):
+class SquareTag(SquareSignal, TagBase):
     pass
 
 
-class StepTag(TagBase, StepSignal):
+class StepTag(StepSignal, TagBase):
     pass
 
 
-class ConstantTag(TagBase, ConstantSignal):
+class ConstantTag(ConstantSignal, TagBase):
     pass
 
 

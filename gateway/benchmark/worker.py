@@ -9,10 +9,12 @@ import json
 import sys
 
 from gateway.benchmark.scenarios import SCENARIOS
+from gateway.runtime import tune_gc
 
 
 def main() -> int:
     name, params = sys.argv[1], json.loads(sys.argv[2])
+    tune_gc()  # as `edge-gateway run` does, so the figures are the product's
     result = SCENARIOS[name].run(params)
     sys.stdout.write(result.to_json() + "\n")
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.cli.common import add_config_arg, load_or_report
 from gateway.config.loader import GatewayConfig
 from gateway.logs import configure_logging
-from gateway.runtime import Runtime
+from gateway.runtime import Runtime, tune_gc
 
 
 def register(sub: Any) -> None:
@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     configure_logging(cfg.log.level, cfg.log.format)
+    tune_gc()
     asyncio.run(_main(cfg))
     return 0
 

@@ -36,9 +36,14 @@ class SpoolConfig(StrictModel):
         description="group appends for this long before one commit (fewer flash writes, more at risk)",
     )
     memory_batches: int = Field(
-        2048, ge=16, le=1_000_000, description="recent batches kept decoded in memory for sinks at the head"
+        256, ge=16, le=1_000_000,
+        description="recent batches kept in memory for sinks at the head; also the bound on uncommitted "
+        "batches before sources feel back-pressure",
     )
-
+    memory_samples: int = Field(
+        50_000, ge=0, le=10_000_000,
+        description="recent samples kept in memory for sinks at the head (about 200 bytes each)",
+    )
 
 class HttpConfig(StrictModel):
     """Health, metrics and status endpoint."""

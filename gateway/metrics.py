@@ -22,6 +22,10 @@ class Metrics:
             f"{NS}_samples_filtered", "Samples suppressed by deadband / report-on-change", ["source"], registry=r
         )
         self.samples_out = Counter(f"{NS}_samples_out", "Samples accepted by a sink's uplink", ["sink"], registry=r)
+        self.skipped_ticks = Counter(
+            f"{NS}_source_skipped_ticks", "Poll/generation ticks skipped because the previous one overran",
+            ["source", "device"], registry=r,
+        )
         # components
         self.component_restarts = Counter(
             f"{NS}_component_restarts", "Restarts of a supervised component after a failure", ["component"],

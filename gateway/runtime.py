@@ -18,6 +18,7 @@ from pathlib import Path
 from gateway.config.loader import GatewayConfig
 from gateway.contracts import Sink, Source
 from gateway.delivery import DeliveryLoop
+from gateway.http_server import HttpEndpoint
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.pipeline import SourcePipeline
@@ -66,6 +67,7 @@ class Runtime:
         self.sinks: dict[str, Sink] = {}
         self.deliveries: dict[str, DeliveryLoop] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.http = HttpEndpoint(config.http, self.metrics) if config.http.enabled else None
         self.started = asyncio.Event()
 
     def _build(self) -> None:
@@ -86,6 +88,8 @@ class Runtime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._build()
         await self.spool.open()
+        if self.http is not None:
+            await self.http.start()
         self.log.info("gateway starting", config=self.config.path, data_dir=str(self.data_dir),
                       sources=sorted(self.sources), sinks=sorted(self.sinks))
         try:
@@ -110,6 +114,8 @@ class Runtime:
                 await self._stop_tasks([t for n, t in self.tasks.items() if n.startswith("sink:")], cancel=False)
                 housekeeping.cancel()
         finally:
+            if self.http is not None:
+                await self.http.stop()
             await self.spool.close()
             self.log.info("gateway stopped", samples_in=sum(p.samples_in for p in self.pipelines.values()),
                           delivered={n: d.delivered for n, d in self.deliveries.items()})

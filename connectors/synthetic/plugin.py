@@ -10,7 +10,7 @@ from gateway.plugins import BuildContext, SourcePlugin
 def _build(name: str, config: SyntheticSourceConfig, ctx: BuildContext) -> Source:
     from connectors.synthetic.source import SyntheticSource
 
-    return SyntheticSource(name, config, log=ctx.log.bind(source=name))
+    return SyntheticSource(name, config, log=ctx.log.bind(source=name), metrics=ctx.metrics)
 
 
 PLUGIN = SourcePlugin(

@@ -21,6 +21,7 @@ from connectors.synthetic.config import SyntheticSourceConfig
 from gateway.contracts import Emit
 from gateway.errors import WriteError
 from gateway.generators import Constant, GenValue, derive_seed
+from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
 
 _GOOD = Quality.GOOD
@@ -36,6 +37,7 @@ class SyntheticSource:
         config: SyntheticSourceConfig,
         *,
         log: structlog.stdlib.BoundLogger | None = None,
+        metrics: Metrics | None = None,
         recovery_quiet: float = 10.0,
     ) -> None:
         self.name = name
@@ -56,6 +58,10 @@ class SyntheticSource:
                 self._index[(device, tag.name)] = len(self._rows)
                 self._rows.append((device, tag.name, gen.value, tag.unit))
                 self._writable.append(tag.writable)
+        # Every device of this source misses a skipped tick; children cached once, off the hot path.
+        self._skip_counters = (
+            [metrics.skipped_ticks.labels(name, device) for device in config.devices] if metrics else []
+        )
 
     def batch(self, t: float) -> Batch:
         """One batch: every tag's value at generator time ``t``, stamped with the current wall time."""
@@ -81,6 +87,8 @@ class SyntheticSource:
             if latest_due > tick + 1:
                 skipped = latest_due - tick - 1
                 self.skipped_ticks += skipped
+                for counter in self._skip_counters:
+                    counter.inc(skipped)
                 episode_skips += skipped
                 last_skip = now
                 if not behind:

@@ -10,11 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config.loader import load_config
 from gateway.runtime import Runtime
@@ -37,7 +40,7 @@ async def wait_until(pred: object, timeout: float = 10.0) -> None:
 
 def write_config(tmp_path: Path, cfg: dict[str, object]) -> Path:
     path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump({"http": {"port": 0}, **cfg}))  # port 0: never clash with a real gateway
     return path
 
 
@@ -64,6 +67,37 @@ async def test_failing_sink_keeps_data_and_does_not_stall_others(tmp_path: Path,
         values = [s.value for s in sink.received]
         assert values == list(range(len(values))), f"{sink.name}: gap or reorder"
     assert runtime.metrics.sink_failures.labels("flaky", "retryable")._value.get() == 5
+
+
+async def test_metrics_endpoint_serves_the_registry(tmp_path: Path, fake_plugins: None) -> None:
+    path = write_config(tmp_path, {
+        "data_dir": str(tmp_path / "data"),
+        "sources": {"src": {"type": "crashing", "crashes": 0}},
+        "sinks": {"flaky": {"type": "recording", "fail_first": 2, "retry_initial": "10ms", "retry_max": "20ms"}},
+    })
+    runtime = Runtime(load_config(path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    await asyncio.wait_for(runtime.started.wait(), 10)
+    flaky = RecordingSink.instances["flaky"]
+    await wait_until(lambda: len(flaky.received) >= 10)
+    assert runtime.http is not None and runtime.http.port
+    body = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"http://127.0.0.1:{runtime.http.port}/metrics", timeout=5).read().decode()
+    )
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(body) for s in fam.samples
+    }
+    assert samples[("edgegw_sink_failures_total", (("kind", "retryable"), ("sink", "flaky")))] == 2.0
+    assert samples[("edgegw_samples_in_total", (("source", "src"),))] >= 10
+    assert samples[("edgegw_samples_out_total", (("sink", "flaky"),))] >= 10
+    assert samples[("edgegw_component_up", (("component", "source:src"),))] == 1.0
+    with pytest.raises(urllib.error.HTTPError) as err:
+        await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{runtime.http.port}/nope", timeout=5)
+    assert err.value.code == 404
+    stop.set()
+    await asyncio.wait_for(task, 5)
 
 
 async def test_permanent_rejection_dead_letters_one_batch_only(tmp_path: Path, fake_plugins: None) -> None:

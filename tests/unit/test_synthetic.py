@@ -162,8 +162,11 @@ async def test_slow_emit_skips_ticks_counts_them_and_logs_once() -> None:
     cfg = config(interval=interval, d=[{"name": "t", "signal": "ramp", "start": 0, "end": 1e6, "period": 1e6}])
     emit = Collector(delay=lambda n: 3.5 * interval if n < 3 else 0.0)  # three slow emits, then fast ones
     with capture_logs() as logs:
-        src = SyntheticSource("slow", cfg, log=structlog.get_logger(), recovery_quiet=0.1)
+        metrics = Metrics()
+        src = SyntheticSource("slow", cfg, log=structlog.get_logger(), metrics=metrics, recovery_quiet=0.1)
         await running(src, emit, lambda: emit.wait_for(lambda: len(emit.batches) >= 12 and recovered(logs)))
+    assert metrics.registry.get_sample_value(
+        "edgegw_source_skipped_ticks_total", {"source": "slow", "device": "d"}) == src.skipped_ticks
     ticks = [round(b.samples[0].value / interval) for b in emit.batches]  # type: ignore[operator]
     assert ticks == sorted(set(ticks))
     assert ticks[0] == 0

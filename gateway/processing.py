@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterable
 
 from gateway.config.base import SourceConfigBase, TagBase
-from gateway.errors import WriteError
 from gateway.model import Batch, Quality, Sample, Value
 
 TagFn = Callable[[Sample, float], Sample | None]
@@ -149,22 +148,6 @@ def tag_fn(tag: TagBase) -> TagFn | None:
     )
 
 
-def invert_value(tag: TagBase, value: float) -> float:
-    """Engineering value -> raw for a write: refuse it outside [min, max], then undo scale and offset."""
-    v = float(value)
-    if not math.isfinite(v):
-        raise WriteError(f"{tag.name}: {value!r} is not a finite number")
-    if tag.min is not None and v < tag.min:
-        raise WriteError(f"{tag.name}: {value!r} is below the tag's minimum {tag.min:g}")
-    if tag.max is not None and v > tag.max:
-        raise WriteError(f"{tag.name}: {value!r} is above the tag's maximum {tag.max:g}")
-    if tag.scale == 1.0 and tag.offset == 0.0:
-        return value
-    if tag.scale == 0.0:
-        raise WriteError(f"{tag.name}: scale is 0, so a raw value cannot be derived")
-    return (v - tag.offset) / tag.scale
-
-
 class Processor:
     """Applies one source's per-tag processing to its batches. Not thread-safe: one per source task."""
 
@@ -172,11 +155,9 @@ class Processor:
         self, tags: Iterable[tuple[str, TagBase]], *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._clock = clock
-        self._tags: dict[tuple[str, str], TagBase] = {}
         # device -> tag -> fn; devices without any processed tag are absent, so they cost one lookup
         self._fns: dict[str, dict[str, TagFn]] = {}
         for device, tag in tags:
-            self._tags[(device, tag.name)] = tag
             fn = tag_fn(tag)
             if fn is not None:
                 self._fns.setdefault(device, {})[tag.name] = fn
@@ -215,11 +196,3 @@ class Processor:
             return batch
         self.filtered += len(batch.samples) - len(out)
         return Batch(batch.source, out) if out else None
-
-    def invert(self, device: str, tag: str, value: float) -> float:
-        """Engineering ``value`` -> the raw value to write; WriteError when outside [min, max].
-
-        Tags this source's config does not list are returned unchanged.
-        """
-        cfg = self._tags.get((device, tag))
-        return value if cfg is None else invert_value(cfg, value)

@@ -84,6 +84,8 @@ def test_to_raw_inverts_scale_and_checks_limits() -> None:
     with pytest.raises(WriteError, match="not writable"):
         to_raw(TagBase(name="ro"), 1)
     assert to_raw(TagBase(name="b", writable=True), True) is True
+    with pytest.raises(WriteError, match="scale 0"):
+        to_raw(TagBase(name="z", scale=0.0, writable=True), 1.0)
 
 
 def test_cli_tree_has_the_product_commands() -> None:

@@ -7,7 +7,6 @@ from typing import Any, Literal
 import pytest
 
 from gateway.config.base import SourceConfigBase, TagBase
-from gateway.errors import WriteError
 from gateway.model import Batch, Quality, Sample, Value
 from gateway.processing import Processor
 
@@ -220,21 +219,3 @@ def test_all_filtered_gives_none() -> None:
     run(p, s(1))
     assert p.apply(Batch("src", [s(1), s(1)])) is None
     assert p.filtered == 2
-
-
-def test_invert() -> None:
-    p = Processor(
-        [("d", TagBase(name="t", scale=0.5, offset=3.0, min=0, max=100)), ("d", TagBase(name="z", scale=0.0))]
-    )
-    assert p.invert("d", "t", 6.5) == 7.0
-    assert p.invert("d", "t", 0) == -6.0
-    with pytest.raises(WriteError, match="above the tag's maximum 100"):
-        p.invert("d", "t", 100.5)
-    with pytest.raises(WriteError, match="below the tag's minimum 0"):
-        p.invert("d", "t", -1)
-    with pytest.raises(WriteError, match="finite"):
-        p.invert("d", "t", math.nan)
-    with pytest.raises(WriteError, match="scale is 0"):
-        p.invert("d", "z", 1.0)
-    assert p.invert("d", "unknown", 12.5) == 12.5
-    assert p.invert("elsewhere", "t", 1000.0) == 1000.0

@@ -74,12 +74,12 @@ class DeliveryLoop:
     def request_stop(self) -> None:
         """Stop after the write in flight (if any) has been acked, so a clean stop re-sends nothing.
 
-        An idle loop is cancelled at once; a loop stuck in a failing write is cancelled by the runtime's
+        An idle or failing loop is cancelled at once; a write that hangs is cancelled by the runtime's
         deadline, and its batch is simply offered again at the next start (at-least-once).
         """
         self._stop_requested = True
-        if not self._writing and self._task is not None:
-            self._task.cancel()
+        if self._task is not None and (not self._writing or self._failing):
+            self._task.cancel()  # idle, or waiting out a backoff: nothing in flight worth waiting for
 
     async def _close(self) -> None:
         try:

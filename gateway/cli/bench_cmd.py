@@ -20,6 +20,7 @@ def register(sub: Any) -> None:
                        description=f"Scenarios: {names}; 'all' runs every engine scenario.")
     p.add_argument("scenario", nargs="+", metavar="SCENARIO", help=f"one of: {names}, all")
     p.add_argument("--samples", type=int, help="samples per run (spool scenarios)")
+    p.add_argument("--batch", type=int, help="samples per batch (spool scenarios; default 1000)")
     p.add_argument("--duration", type=float, help="seconds of steady load (pipeline scenarios)")
     p.add_argument("--rate", type=int, help="offered samples/s (pipeline scenarios)")
     p.add_argument("--output", "-o", metavar="FILE", help="also append the table to FILE (Markdown)")
@@ -32,8 +33,8 @@ def bench(args: argparse.Namespace) -> int:
     if unknown:
         print(f"edge-gateway bench: unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
-    params = {k: v for k, v in (("samples", args.samples), ("duration", args.duration), ("rate", args.rate))
-              if v is not None}
+    given = (("samples", args.samples), ("batch", args.batch), ("duration", args.duration), ("rate", args.rate))
+    params = {k: v for k, v in given if v is not None}
     rows = []
     print(HEADER, flush=True)
     for name in wanted:

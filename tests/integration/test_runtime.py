@@ -209,3 +209,33 @@ def test_sigterm_exits_zero_within_5s_and_loses_nothing_committed(tmp_path: Path
         assert first_run == list(range(len(first_run))), f"series {series_id}: gap or duplicate"
         total_first += len(first_run)
     assert total_first == samples_in
+
+
+async def test_stop_while_a_sink_is_down_is_quick_and_keeps_the_backlog(tmp_path: Path, fake_plugins: None) -> None:
+    cfg = {
+        "data_dir": str(tmp_path / "data"),
+        "sources": {"src": {"type": "crashing", "crashes": 0}},
+        "sinks": {"down": {"type": "recording", "fail_first": 10**9, "retry_initial": "2s", "retry_max": "2s"}},
+    }
+    runtime = Runtime(load_config(write_config(tmp_path, cfg)))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    await asyncio.wait_for(runtime.started.wait(), 10)
+    down = RecordingSink.instances["down"]
+    await wait_until(lambda: down.failures >= 1 and runtime.pipelines["src"].samples_in >= 20)
+    t0 = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert time.monotonic() - t0 < 1.5  # a sink in backoff is not waited for
+    taken = runtime.pipelines["src"].samples_in
+    # The next start hands the whole backlog, in order, to the recovered sink.
+    cfg["sinks"] = {"down": {"type": "recording"}}
+    runtime2 = Runtime(load_config(write_config(tmp_path, {**cfg, "sources": {}})))
+    stop2 = asyncio.Event()
+    task2 = asyncio.create_task(runtime2.run(stop2))
+    await asyncio.wait_for(runtime2.started.wait(), 10)
+    recovered = RecordingSink.instances["down"]
+    await wait_until(lambda: len(recovered.received) >= taken)
+    stop2.set()
+    await asyncio.wait_for(task2, 5)
+    assert [s.value for s in recovered.received] == list(range(taken))

@@ -48,7 +48,9 @@ class DeliveryLoop:
         self.reader: SpoolReader | None = None
         self.delivered = 0
         self.last_delivery_mono: float | None = None
+        self.last_delivery_wall: float | None = None
         self._failing = False
+        self.last_error: str | None = None
         self._writing = False
         self._stop_requested = False
         self._task: asyncio.Task[None] | None = None
@@ -121,14 +123,20 @@ class DeliveryLoop:
             self._out.inc(n)
             self.delivered += n
             self.last_delivery_mono = time.monotonic()
-            self._last_delivery.set(time.time())
+            self.last_delivery_wall = time.time()
+            self._last_delivery.set(self.last_delivery_wall)
             if self._failing:
                 self._failing = False
                 self.backoff.reset()
                 self.log.info("sink delivering again")
             return
 
+    @property
+    def failing(self) -> bool:
+        return self._failing
+
     def _transition_failing(self, error: str, delay: float) -> None:
+        self.last_error = error
         if not self._failing:
             self._failing = True
             self.log.warning("sink write failed; keeping data spooled and retrying", error=error,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.live import LiveTags
 from gateway.metrics import Metrics
 from gateway.model import Batch
 from gateway.processing import Processor
@@ -11,8 +12,10 @@ from gateway.spool import Spool
 class SourcePipeline:
     """The ``emit`` a source is given. Per-batch work only: one processor pass, two counters, one append."""
 
-    def __init__(self, source: str, processor: Processor | None, spool: Spool, metrics: Metrics) -> None:
+    def __init__(self, source: str, processor: Processor | None, spool: Spool, metrics: Metrics,
+                 live: LiveTags | None = None) -> None:
         self.source = source
+        self.live = live
         self.processor = processor
         self.spool = spool
         self._in = metrics.samples_in.labels(source)
@@ -36,4 +39,6 @@ class SourcePipeline:
             if out is None:
                 return
             batch = out
+        if self.live is not None:
+            self.live.record(self.source, batch.samples)
         await self.spool.append(batch)

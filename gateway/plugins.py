@@ -8,12 +8,13 @@ loads asyncua; the factory imports the protocol adapter only when the component 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from gateway.config.base import SinkConfigBase, SourceConfigBase
+from gateway.model import Value
 
 if TYPE_CHECKING:
     import structlog
@@ -27,6 +28,17 @@ SINKS_GROUP = "edge_gateway.sinks"
 COMMANDS_GROUP = "edge_gateway.commands"
 
 
+TagWriter = Callable[[str, str, str, Value], Awaitable[None]]
+"""``writer(source, device, tag, value)``: write an engineering value to a running source's tag
+(limits and scale/offset applied; raises ``gateway.errors.WriteError`` when refused)."""
+
+
+async def _no_writes(source: str, device: str, tag: str, value: Value) -> None:
+    from gateway.errors import WriteError
+
+    raise WriteError("writes are not available here")
+
+
 @dataclass(frozen=True, slots=True)
 class BuildContext:
     """What a factory gets besides its own config: shared services, never the whole runtime."""
@@ -35,6 +47,7 @@ class BuildContext:
     site: SiteConfig
     data_dir: str
     log: structlog.stdlib.BoundLogger
+    writer: TagWriter = _no_writes
 
 
 SrcCfg = TypeVar("SrcCfg", bound=SourceConfigBase)

@@ -2,7 +2,8 @@
 
 Every source and every sink's delivery loop is its own named task under its own supervisor, in one
 TaskGroup. Shutdown order matters for durability: stop the sources, commit the spool (appends and
-cursors), then stop the sinks, whose backlog simply stays spooled for the next start.
+cursors), then stop the sinks, whose backlog simply stays spooled for the next start. A hot reload
+restarts only the components whose config changed; the spool and every cursor stay as they are.
 """
 
 from __future__ import annotations
@@ -12,20 +13,26 @@ import contextlib
 import functools
 import gc
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.config.loader import GatewayConfig
-from gateway.contracts import Sink, Source
+from gateway.contracts import Sink, Source, WritableSource
 from gateway.delivery import DeliveryLoop
+from gateway.errors import WriteError
 from gateway.http_server import HttpEndpoint
+from gateway.live import LiveTags
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
+from gateway.model import Value
 from gateway.pipeline import SourcePipeline
 from gateway.plugins import BuildContext, sink_plugin, source_plugin
 from gateway.processing import Processor
 from gateway.spool import Spool
+from gateway.status import SinkState, StatusBoard
 from gateway.supervisor import supervise
+from gateway.writes import to_raw
 
 STOP_BUDGET = 4.0
 """Seconds the whole shutdown may take; SIGTERM must exit within 5 s."""
@@ -46,14 +53,6 @@ def tune_gc() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
-@dataclass(slots=True)
-class SinkStatus:
-    name: str
-    delivered: int
-    pending: int
-    oldest_pending_age: float
-
-
 class Runtime:
     def __init__(self, config: GatewayConfig, metrics: Metrics | None = None) -> None:
         self.config = config
@@ -62,31 +61,58 @@ class Runtime:
         self.data_dir = Path(config.data_dir).expanduser()
         spool_path = Path(config.spool.path).expanduser() if config.spool.path else self.data_dir / "spool.db"
         self.spool = Spool(spool_path, config.spool, self.metrics)
+        self.live = LiveTags()
         self.sources: dict[str, Source] = {}
         self.pipelines: dict[str, SourcePipeline] = {}
         self.sinks: dict[str, Sink] = {}
         self.deliveries: dict[str, DeliveryLoop] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.http = HttpEndpoint(config.http, self.metrics) if config.http.enabled else None
+        self.board = StatusBoard(self._configured_devices, self.sink_states, self.live, self.metrics,
+                                 device_grace=config.http.device_grace)
+        self.http = HttpEndpoint(config.http, self.metrics, self.board) if config.http.enabled else None
         self.started = asyncio.Event()
+        self.reloads = 0
+        self._tg: asyncio.TaskGroup | None = None
+        self._reload_lock = asyncio.Lock()
 
-    def _build(self) -> None:
-        ctx = BuildContext(metrics=self.metrics, site=self.config.site, data_dir=str(self.data_dir),
-                           log=self.log)
-        for name, scfg in self.config.sources.items():
-            self.sources[name] = source_plugin(scfg.type).factory(name, scfg, ctx)
-            self.pipelines[name] = SourcePipeline(name, Processor.for_source(scfg), self.spool, self.metrics)
-        for name, kcfg in self.config.sinks.items():
-            sink = sink_plugin(kcfg.type).factory(name, kcfg, ctx)
-            self.sinks[name] = sink
-            self.deliveries[name] = DeliveryLoop(
-                sink, self.spool, kcfg.sources, self.metrics, max_samples=kcfg.batch_max_samples,
-                retry_initial=kcfg.retry_initial, retry_max=kcfg.retry_max,
-            )
+    # --- building -------------------------------------------------------------------------------
+    def _context(self) -> BuildContext:
+        return BuildContext(metrics=self.metrics, site=self.config.site, data_dir=str(self.data_dir),
+                            log=self.log, writer=self.write_tag)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def _build_source(self, name: str, scfg: SourceConfigBase) -> None:
+        self.sources[name] = source_plugin(scfg.type).factory(name, scfg, self._context())
+        self.pipelines[name] = SourcePipeline(name, Processor.for_source(scfg), self.spool, self.metrics,
+                                              self.live)
+
+    def _build_sink(self, name: str, kcfg: SinkConfigBase) -> None:
+        sink = sink_plugin(kcfg.type).factory(name, kcfg, self._context())
+        self.sinks[name] = sink
+        self.deliveries[name] = DeliveryLoop(
+            sink, self.spool, kcfg.sources, self.metrics, max_samples=kcfg.batch_max_samples,
+            retry_initial=kcfg.retry_initial, retry_max=kcfg.retry_max,
+        )
+
+    def _start_source(self, name: str) -> None:
+        assert self._tg is not None
+        self.tasks[f"source:{name}"] = self._tg.create_task(
+            supervise(f"source:{name}", functools.partial(self.sources[name].run, self.pipelines[name]),
+                      self.metrics),
+            name=f"source:{name}")
+
+    def _start_sink(self, name: str) -> None:
+        assert self._tg is not None
+        self.tasks[f"sink:{name}"] = self._tg.create_task(
+            supervise(f"sink:{name}", self.deliveries[name].run, self.metrics), name=f"sink:{name}")
+
+    # --- running --------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set; each time ``reload`` is set, re-read the config file."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._build()
+        for name, scfg in self.config.sources.items():
+            self._build_source(name, scfg)
+        for name, kcfg in self.config.sinks.items():
+            self._build_sink(name, kcfg)
         await self.spool.open()
         if self.http is not None:
             await self.http.start()
@@ -94,18 +120,19 @@ class Runtime:
                       sources=sorted(self.sources), sinks=sorted(self.sinks))
         try:
             async with asyncio.TaskGroup() as tg:
-                for name, delivery in self.deliveries.items():
-                    self.tasks[f"sink:{name}"] = tg.create_task(
-                        supervise(f"sink:{name}", delivery.run, self.metrics), name=f"sink:{name}")
-                for name, source in self.sources.items():
-                    self.tasks[f"source:{name}"] = tg.create_task(
-                        supervise(f"source:{name}", functools.partial(source.run, self.pipelines[name]),
-                                  self.metrics),
-                        name=f"source:{name}")
+                self._tg = tg
+                for name in self.deliveries:
+                    self._start_sink(name)
+                for name in self.sources:
+                    self._start_source(name)
                 housekeeping = tg.create_task(self._housekeeping(), name="housekeeping")
+                reloader = tg.create_task(self._reload_loop(reload), name="reloader") if reload else None
+                self.board.started_mono = time.monotonic()
                 self.started.set()
                 await stop.wait()
                 self.log.info("gateway stopping")
+                if reloader is not None:
+                    reloader.cancel()
                 await self._stop_tasks([t for n, t in self.tasks.items() if n.startswith("source:")])
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.spool.flush(), STOP_BUDGET / 2)
@@ -114,6 +141,7 @@ class Runtime:
                 await self._stop_tasks([t for n, t in self.tasks.items() if n.startswith("sink:")], cancel=False)
                 housekeeping.cancel()
         finally:
+            self._tg = None
             if self.http is not None:
                 await self.http.stop()
             await self.spool.close()
@@ -133,30 +161,144 @@ class Runtime:
         if pending:
             await asyncio.wait(pending, timeout=STOP_BUDGET / 8)
 
-    def sink_status(self) -> list[SinkStatus]:
+    # --- writes (CLI, MQTT command path) --------------------------------------------------------
+    async def write_tag(self, source: str, device: str, tag: str, value: Value) -> None:
+        """Write an engineering value to a configured, writable tag of a running source."""
+        scfg = self.config.sources.get(source)
+        src = self.sources.get(source)
+        if scfg is None or src is None:
+            raise WriteError(f"no source {source!r}")
+        tag_cfg = next((t for d, t in scfg.iter_tags() if d == device and t.name == tag), None)
+        if tag_cfg is None:
+            raise WriteError(f"no tag {tag!r} on {source}.{device}")
+        if not isinstance(src, WritableSource):
+            raise WriteError(f"source type {scfg.type!r} does not support writes")
+        await src.write(device, tag, to_raw(tag_cfg, value))
+
+    # --- status ---------------------------------------------------------------------------------
+    def _configured_devices(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, scfg in self.config.sources.items():
+            out[name] = sorted({d for d, _ in scfg.iter_tags()})
+        return out
+
+    def sink_states(self) -> list[SinkState]:
         out = []
         for name, d in self.deliveries.items():
             r = d.reader
-            out.append(SinkStatus(name, d.delivered, r.pending_samples() if r else 0,
-                                  r.oldest_pending_age() if r else 0.0))
+            kcfg = self.config.sinks[name]
+            out.append(SinkState(
+                name=name, type=kcfg.type, delivered=d.delivered,
+                pending=r.pending_samples() if r else 0,
+                oldest_pending_age=r.oldest_pending_age() if r else 0.0,
+                max_pending_age=kcfg.max_pending_age,
+                last_delivery=d.last_delivery_wall, failing=d.failing, last_error=d.last_error,
+            ))
         return out
 
     async def _housekeeping(self) -> None:
-        """Refresh backlog gauges each second; log a one-line summary every minute."""
+        """Each second: backlog gauges and sparkline points; every minute a one-line summary."""
         next_summary = time.monotonic() + SUMMARY_EVERY
         last_in = 0
         while True:
             await asyncio.sleep(1.0)
-            for st in self.sink_status():
+            states = self.sink_states()
+            for st in states:
                 self.metrics.sink_pending.labels(st.name).set(st.pending)
                 self.metrics.sink_oldest_pending_age.labels(st.name).set(st.oldest_pending_age)
+            self.live.sample_history()
             now = time.monotonic()
             if now >= next_summary:
                 total_in = sum(p.samples_in for p in self.pipelines.values())
                 self.log.info(
                     "summary", samples_per_s=round((total_in - last_in) / SUMMARY_EVERY, 1),
-                    sinks={s.name: {"delivered": s.delivered, "pending": s.pending} for s in self.sink_status()},
+                    sinks={s.name: {"delivered": s.delivered, "pending": s.pending} for s in states},
                 )
                 last_in = total_in
                 next_summary = now + SUMMARY_EVERY
 
+    # --- hot reload -----------------------------------------------------------------------------
+    async def _reload_loop(self, reload: asyncio.Event) -> None:
+        while True:
+            await reload.wait()
+            reload.clear()
+            await self.reload_from_file()
+
+    async def reload_from_file(self) -> bool:
+        """Re-read the config file; apply it if valid, else log every problem and keep the old one."""
+        from gateway.config.loader import load_config
+        from gateway.errors import ConfigError
+
+        if not self.config.path or self.config.path.startswith("<"):
+            self.log.warning("reload ignored: the embedded default config has no file to re-read")
+            return False
+        try:
+            new = await asyncio.to_thread(load_config, self.config.path)
+        except ConfigError as exc:
+            self.log.error("config reload rejected; still running the previous config", problems=exc.problems)
+            return False
+        await self.apply(new)
+        return True
+
+    async def apply(self, new: GatewayConfig) -> None:
+        """Restart only what changed: added, removed or modified sources and sinks."""
+        async with self._reload_lock:
+            old = self.config
+            fixed = [k for k in ("data_dir", "spool", "http", "log") if getattr(old, k) != getattr(new, k)]
+            if fixed:
+                self.log.warning("config sections changed that apply only after a restart", sections=fixed)
+            site_changed = old.site != new.site
+            src_changes = _diff(old.sources, new.sources)
+            sink_changes = _diff(old.sinks, new.sinks, force=site_changed)
+            self.config = new.model_copy(update={k: getattr(old, k) for k in fixed})
+            for name in src_changes.removed | src_changes.changed:
+                await self._stop_component(f"source:{name}")
+                self.sources.pop(name, None)
+                self.pipelines.pop(name, None)
+                if name in src_changes.removed:
+                    self.live.forget_source(name)
+            for name in sink_changes.removed | sink_changes.changed:
+                await self._stop_component(f"sink:{name}")
+                self.sinks.pop(name, None)
+                self.deliveries.pop(name, None)
+                if name in sink_changes.removed:
+                    self.spool.unregister(name)
+            for name in sorted(sink_changes.added | sink_changes.changed):
+                self._build_sink(name, new.sinks[name])
+                self._start_sink(name)
+            for name in sorted(src_changes.added | src_changes.changed):
+                self._build_source(name, new.sources[name])
+                self._start_source(name)
+            self.reloads += 1
+            self.log.info(
+                "config reloaded",
+                sources={k: sorted(v) for k, v in src_changes.as_dict().items() if v},
+                sinks={k: sorted(v) for k, v in sink_changes.as_dict().items() if v},
+            )
+
+    async def _stop_component(self, key: str) -> None:
+        task = self.tasks.pop(key, None)
+        if task is None:
+            return
+        delivery = self.deliveries.get(key.removeprefix("sink:")) if key.startswith("sink:") else None
+        if delivery is not None:
+            delivery.request_stop()  # let a write in flight be acked: nothing re-sent, nothing lost
+            await self._stop_tasks([task], cancel=False)
+        else:
+            await self._stop_tasks([task])
+
+
+class _Changes:
+    __slots__ = ("added", "changed", "removed")
+
+    def __init__(self, added: set[str], removed: set[str], changed: set[str]) -> None:
+        self.added, self.removed, self.changed = added, removed, changed
+
+    def as_dict(self) -> dict[str, set[str]]:
+        return {"added": self.added, "removed": self.removed, "changed": self.changed}
+
+
+def _diff(old: Mapping[str, object], new: Mapping[str, object], *, force: bool = False) -> _Changes:
+    both = old.keys() & new.keys()
+    changed = set(both) if force else {n for n in both if old[n] != new[n]}
+    return _Changes(set(new.keys() - old.keys()), set(old.keys() - new.keys()), changed)

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from gateway import plugins
-from gateway.config.base import SinkConfigBase, SourceConfigBase
+from gateway.config.base import SinkConfigBase, SourceConfigBase, TagBase
 from gateway.contracts import Emit
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.model import Batch, Quality, Sample, now_ns
@@ -23,6 +23,7 @@ class RecordingSinkConfig(SinkConfigBase):
 
 class RecordingSink:
     instances: dict[str, RecordingSink] = {}
+    outage = False
 
     def __init__(self, name: str, config: RecordingSinkConfig) -> None:
         self.name = name
@@ -37,6 +38,9 @@ class RecordingSink:
         return None
 
     async def write(self, batches: Sequence[Batch]) -> None:
+        if RecordingSink.outage:
+            self.failures += 1
+            raise RetryableSinkError("uplink down (test outage)")
         if self.fail_left > 0:
             self.fail_left -= 1
             self.failures += 1
@@ -80,6 +84,39 @@ class CrashingSource:
             raise ConnectionError("device went away (test)")
 
 
+class ToggleSourceConfig(SourceConfigBase):
+    type: Literal["toggle"]
+    devices: list[str] = ["m1"]
+
+    def iter_tags(self) -> Iterator[tuple[str, TagBase]]:
+        for d in self.devices:
+            yield d, TagBase(name="v")
+
+
+class ToggleSource:
+    """Devices whose link a test switches off and on (``ToggleSource.down``), like a PLC being unplugged."""
+
+    down: set[str] = set()
+
+    def __init__(self, name: str, config: ToggleSourceConfig, ctx: BuildContext) -> None:
+        self.name = name
+        self.devices = config.devices
+        self.connected = {d: ctx.metrics.device_connected.labels(name, d) for d in config.devices}
+        self.n = 0
+
+    async def run(self, emit: Emit) -> None:
+        while True:
+            samples = []
+            for d in self.devices:
+                up = d not in ToggleSource.down
+                self.connected[d].set(1 if up else 0)
+                if up:
+                    samples.append(Sample(d, "v", self.n, Quality.GOOD, 0, now_ns(), now_ns()))
+            self.n += 1
+            await emit(Batch(self.name, samples))
+            await asyncio.sleep(0.02)
+
+
 def _sink_factory(name: str, config: RecordingSinkConfig, ctx: BuildContext) -> RecordingSink:
     return RecordingSink(name, config)
 
@@ -90,11 +127,15 @@ def _source_factory(name: str, config: CrashingSourceConfig, ctx: BuildContext) 
 
 def install() -> Iterator[None]:
     """Register the fakes as if they were installed plug-ins (a pytest fixture body)."""
-    keys = [(plugins.SINKS_GROUP, "recording"), (plugins.SOURCES_GROUP, "crashing")]
+    keys = [(plugins.SINKS_GROUP, "recording"), (plugins.SOURCES_GROUP, "crashing"),
+            (plugins.SOURCES_GROUP, "toggle")]
     plugins._cache[keys[0]] = SinkPlugin("recording", RecordingSinkConfig, _sink_factory)
     plugins._cache[keys[1]] = SourcePlugin("crashing", CrashingSourceConfig, _source_factory)
+    plugins._cache[keys[2]] = SourcePlugin("toggle", ToggleSourceConfig, ToggleSource)
     RecordingSink.instances.clear()
+    RecordingSink.outage = False
     CrashingSource.runs = 0
+    ToggleSource.down = set()
     try:
         yield
     finally:

@@ -113,7 +113,7 @@ async def _measure_runtime(path: Path, duration: float, target: str, name: str,
         await asyncio.sleep(duration)
         in1 = sum(p.samples_in for p in runtime.pipelines.values())
         out1 = sum(d.delivered for d in runtime.deliveries.values())
-    backlog = sum(s.pending for s in runtime.sink_status())
+    backlog = sum(s.pending for s in runtime.sink_states())
     t0 = time.monotonic()
     stop.set()
     await task

@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.cli.common import add_config_arg, load_or_report
 from gateway.config.loader import config_json_schema
+from gateway.plugins import PluginError
 
 
 def register(sub: Any) -> None:
@@ -30,7 +31,11 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def schema(args: argparse.Namespace) -> int:
-    text = json.dumps(config_json_schema(), indent=2)
+    try:
+        text = json.dumps(config_json_schema(), indent=2)
+    except PluginError as exc:  # an installed plug-in that does not import: say which, no traceback
+        print(f"edge-gateway schema: {exc}", file=sys.stderr)
+        return 2
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text + "\n")

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import signal
 from typing import Any
 
 from gateway.cli.common import add_config_arg, load_or_report
 from gateway.config.loader import GatewayConfig
-from gateway.logs import configure_logging
+from gateway.logs import configure_logging, get_logger
 from gateway.runtime import Runtime, tune_gc
+
+WATCH_EVERY = 2.0
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run the gateway (without -c: the embedded default, synthetic -> local store)",
-                       description="Run the gateway until SIGTERM or Ctrl-C.")
+                       description="Run the gateway until SIGTERM or Ctrl-C. SIGHUP, or a change to the config "
+                       "file, reloads it: an invalid file is rejected and the running config kept; a valid one "
+                       "restarts only the sources and sinks whose config changed.")
     add_config_arg(p)
+    p.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP, not when the file changes")
     p.set_defaults(handler=run)
 
 
@@ -26,13 +33,43 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(cfg.log.level, cfg.log.format)
     tune_gc()
-    asyncio.run(_main(cfg))
+    asyncio.run(_main(cfg, watch=bool(args.config) and not args.no_watch))
     return 0
 
 
-async def _main(cfg: GatewayConfig) -> None:
+async def _main(cfg: GatewayConfig, *, watch: bool) -> None:
     stop = asyncio.Event()
+    reload = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Runtime(cfg).run(stop)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    watcher = asyncio.create_task(_watch(cfg.path, reload)) if watch else None
+    try:
+        await Runtime(cfg).run(stop, reload)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+async def _watch(path: str, reload: asyncio.Event) -> None:
+    """Poll the file's mtime and size (inotify is not everywhere; a 2 s poll costs nothing)."""
+    log = get_logger("gateway.reload", path=path)
+    seen = _stamp(path)
+    while True:
+        await asyncio.sleep(WATCH_EVERY)
+        now = _stamp(path)
+        if now != seen and now is not None:
+            seen = now
+            log.info("config file changed; reloading")
+            reload.set()

@@ -112,3 +112,6 @@ class SinkConfigBase(StrictModel):
     )
     retry_initial: Duration = Field(0.5, description="first retry delay after a failed write")
     retry_max: Duration = Field(30.0, description="longest retry delay (exponential backoff with jitter)")
+    max_pending_age: Duration = Field(
+        300.0, description="/health turns unhealthy when this sink's oldest undelivered sample is older"
+    )

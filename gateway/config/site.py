@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ByteSize, Field
+from pydantic import ByteSize, Field, SecretStr, model_validator
 
 from gateway.config.base import Duration, StrictModel
 
@@ -46,11 +46,23 @@ class SpoolConfig(StrictModel):
     )
 
 class HttpConfig(StrictModel):
-    """Health, metrics and status endpoint."""
+    """Health, metrics, tag API and the status page."""
 
     enabled: bool = True
-    bind: str = "127.0.0.1"
+    bind: str = Field("127.0.0.1", description="address to listen on; 0.0.0.0 to reach it from other hosts")
     port: int = Field(8750, ge=0, le=65535)
+    username: str | None = Field(None, description="with password: HTTP basic auth on every page")
+    password: SecretStr | None = None
+    public_health: bool = Field(True, description="serve /health without auth (container/service health checks)")
+    device_grace: Duration = Field(
+        15.0, description="after start, how long a device may stay silent before /health calls it unhealthy"
+    )
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> HttpConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        return self
 
 
 class LogConfig(StrictModel):

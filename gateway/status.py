@@ -1,0 +1,157 @@
+"""The gateway's state as people and health checks see it: devices, sinks, tags.
+
+Devices are judged on what their sources report (the ``device_connected`` gauge, when a source keeps
+one) and on what arrived (the last sample of each tag): a device answers when it is connected and not
+every one of its tags is BAD. Sinks are judged on backlog age only, so a quiet line with nothing to
+send is healthy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.live import LiveTags, TagView
+from gateway.metrics import Metrics
+from gateway.model import Quality
+
+
+@dataclass(frozen=True, slots=True)
+class SinkState:
+    name: str
+    type: str
+    delivered: int
+    pending: int
+    oldest_pending_age: float
+    max_pending_age: float
+    last_delivery: float | None  # wall time, s
+    failing: bool
+    last_error: str | None
+
+
+def iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _gauge_values(family: Any) -> dict[tuple[str, ...], float]:
+    out: dict[tuple[str, ...], float] = {}
+    for metric in family.collect():
+        for sample in metric.samples:
+            out[tuple(sample.labels.values())] = sample.value
+    return out
+
+
+class StatusBoard:
+    def __init__(
+        self,
+        devices: Callable[[], dict[str, list[str]]],
+        sinks: Callable[[], Iterable[SinkState]],
+        live: LiveTags,
+        metrics: Metrics,
+        *,
+        device_grace: float,
+        started_mono: float | None = None,
+    ) -> None:
+        self._devices = devices
+        self._sinks = sinks
+        self.live = live
+        self.metrics = metrics
+        self.device_grace = device_grace
+        self.started_mono = time.monotonic() if started_mono is None else started_mono
+
+    def devices(self) -> list[dict[str, Any]]:
+        connected = _gauge_values(self.metrics.device_connected)
+        up = _gauge_values(self.metrics.component_up)
+        errors: dict[tuple[str, str], dict[str, float]] = {}
+        for metric in self.metrics.device_errors.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    lab = sample.labels
+                    errors.setdefault((lab["source"], lab["device"]), {})[lab["code"]] = sample.value
+        starting = time.monotonic() - self.started_mono < self.device_grace
+        now_ns = time.time_ns()
+        out = []
+        for source, names in sorted(self._devices().items()):
+            tags = self.live.by_source.get(source, {})
+            source_up = up.get((f"source:{source}",), 1.0) == 1.0
+            for device in sorted(names):
+                last = [s for (d, _), s in tags.items() if d == device]
+                bad = sum(1 for s in last if s.quality is Quality.BAD)
+                newest = max((s.gateway_ts for s in last), default=0)
+                conn = connected.get((source, device))
+                if not source_up:
+                    state, reason = "down", "source restarting after a failure"
+                elif conn is not None and conn == 0.0:
+                    state, reason = "down", "not connected"
+                elif not last:
+                    state, reason = ("starting", "no data yet") if starting else ("down", "no data")
+                elif bad == len(last):
+                    codes = sorted({f"0x{s.status:X}" if s.status > 255 else str(s.status) for s in last})
+                    state, reason = "bad", f"all {bad} tags BAD (status {', '.join(codes)})"
+                elif bad:
+                    state, reason = "partial", f"{bad} of {len(last)} tags BAD"
+                else:
+                    state, reason = "ok", ""
+                out.append({
+                    "source": source, "device": device, "state": state, "reason": reason,
+                    "tags": len(last), "bad_tags": bad,
+                    "last_data_age_s": round((now_ns - newest) / 1e9, 3) if newest else None,
+                    "errors": errors.get((source, device), {}),
+                })
+        return out
+
+    def sinks(self) -> list[dict[str, Any]]:
+        out = []
+        for st in self._sinks():
+            out.append({
+                "name": st.name, "type": st.type, "delivered": st.delivered, "pending": st.pending,
+                "oldest_pending_age_s": round(st.oldest_pending_age, 3),
+                "max_pending_age_s": st.max_pending_age,
+                "last_delivery": iso(int(st.last_delivery * 1e9)) if st.last_delivery else None,
+                "failing": st.failing, "last_error": st.last_error,
+                "healthy": st.oldest_pending_age <= st.max_pending_age,
+            })
+        return out
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        devices = self.devices()
+        sinks = self.sinks()
+        problems = [f"device {d['source']}.{d['device']}: {d['reason']}" for d in devices
+                    if d["state"] in ("down", "bad")]
+        problems += [
+            f"sink {s['name']}: oldest pending sample is {s['oldest_pending_age_s']:.0f}s old "
+            f"(limit {s['max_pending_age_s']:.0f}s)" + (f"; last error: {s['last_error']}" if s["last_error"] else "")
+            for s in sinks if not s["healthy"]
+        ]
+        ok = not problems
+        return ok, {
+            "status": "ok" if ok else "unhealthy",
+            "problems": problems,
+            "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "devices": devices,
+            "sinks": sinks,
+        }
+
+    def tags(self, text: str = "", offset: int = 0, limit: int | None = None,
+             history: bool = False) -> dict[str, Any]:
+        total, views = self.live.select(text, offset, limit, history)
+        now_ns = time.time_ns()
+        return {"total": total, "offset": offset, "tags": [_tag_json(v, now_ns, history) for v in views]}
+
+
+def _tag_json(v: TagView, now_ns: int, history: bool) -> dict[str, Any]:
+    s = v.sample
+    value = s.value
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        value = None
+    out: dict[str, Any] = {
+        "source": v.source, "device": v.device, "tag": s.tag, "value": value, "unit": s.unit,
+        "quality": s.quality.label, "status": s.status,
+        "ts": iso(s.source_ts or s.gateway_ts), "age_s": round((now_ns - s.gateway_ts) / 1e9, 3),
+    }
+    if history:
+        out["history"] = v.history
+    return out

@@ -1,0 +1,197 @@
+"""Health, tag API, basic auth and hot reload, over real HTTP against a running runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config.loader import load_config
+from gateway.runtime import Runtime
+from tests import fakes
+from tests.fakes import RecordingSink, ToggleSource
+
+
+@pytest.fixture
+def fake_plugins() -> Iterator[None]:
+    yield from fakes.install()
+
+
+def write(path: Path, cfg: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def base_config(tmp_path: Path, **http: Any) -> dict[str, Any]:
+    return {
+        "data_dir": str(tmp_path / "data"),
+        "http": {"port": 0, "device_grace": "0s", **http},
+        "sources": {"line": {"type": "toggle", "devices": ["m1", "m2"]}},
+        "sinks": {"rec": {"type": "recording", "max_pending_age": "300ms", "retry_initial": "10ms",
+                          "retry_max": "50ms"}},
+    }
+
+
+@pytest.fixture
+async def running(tmp_path: Path, fake_plugins: None) -> AsyncIterator[Callable[..., Any]]:
+    started: list[tuple[Runtime, asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(cfg: dict[str, Any]) -> Runtime:
+        runtime = Runtime(load_config(write(tmp_path / "gw.yaml", cfg)))
+        stop = asyncio.Event()
+        task = asyncio.create_task(runtime.run(stop))
+        await asyncio.wait_for(runtime.started.wait(), 10)
+        started.append((runtime, stop, task))
+        return runtime
+
+    yield start
+    for _, stop, task in started:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def get(runtime: Runtime, path: str, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
+    assert runtime.http is not None and runtime.http.port
+    req = urllib.request.Request(f"http://127.0.0.1:{runtime.http.port}{path}")
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+
+    def fetch() -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                body = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as err:
+            body, status = err.read(), err.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+    return await asyncio.to_thread(fetch)
+
+
+async def until(pred: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``pred`` (plain or async) until it returns something truthy, within a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.05)
+
+
+async def test_health_follows_devices_and_sinks(tmp_path: Path, running: Callable[..., Any]) -> None:
+    rt = await running(base_config(tmp_path))
+
+    async def health_is(code: int) -> Any:
+        status, body = await get(rt, "/health")
+        return body if status == code else None
+
+    body = await until(lambda: health_is(200))
+    assert body["status"] == "ok" and body["problems"] == []
+    assert {(d["device"], d["state"]) for d in body["devices"]} == {("m1", "ok"), ("m2", "ok")}
+
+    ToggleSource.down = {"m2"}  # the PLC is unplugged
+    body = await until(lambda: health_is(503))
+    assert body["problems"] == ["device line.m2: not connected"]
+    ToggleSource.down = set()
+    await until(lambda: health_is(200))
+
+    RecordingSink.outage = True  # the uplink goes down: backlog ages past max_pending_age
+    body = await until(lambda: health_is(503))
+    (problem,) = body["problems"]
+    assert problem.startswith("sink rec: oldest pending sample is ")
+    assert "(limit 0s); last error: uplink down" in problem
+    (sink,) = body["sinks"]
+    assert sink["failing"] is True and sink["pending"] > 0
+    RecordingSink.outage = False
+    body = await until(lambda: health_is(200))
+    assert body["sinks"][0]["failing"] is False
+
+
+async def test_tags_api_filters_pages_and_keeps_history(tmp_path: Path, running: Callable[..., Any]) -> None:
+    cfg = base_config(tmp_path)
+    cfg["sources"]["line"]["devices"] = [f"m{i:02d}" for i in range(30)]
+    rt = await running(cfg)
+
+    async def all_tags() -> Any:
+        _, body = await get(rt, "/api/tags")
+        return body if body["total"] == 30 else None
+
+    body = await all_tags() or await until(all_tags)
+    first = body["tags"][0]
+    assert (first["source"], first["device"], first["tag"], first["quality"]) == ("line", "m00", "v", "good")
+    assert isinstance(first["value"], int) and first["ts"].endswith("Z") and first["age_s"] < 5
+    _, page = await get(rt, "/api/tags?offset=10&limit=5")
+    assert page["total"] == 30 and [t["device"] for t in page["tags"]] == ["m10", "m11", "m12", "m13", "m14"]
+    _, filtered = await get(rt, "/api/tags?q=M2")
+    assert [t["device"] for t in filtered["tags"]] == [f"m2{i}" for i in range(10)]
+
+    async def history() -> Any:
+        _, b = await get(rt, "/api/tags?q=m00&history=1")
+        return b if len(b["tags"][0]["history"]) >= 2 else None
+
+    hist = (await until(history))["tags"][0]["history"]
+    assert hist == sorted(hist)  # the toggle source counts up: its sparkline rises
+    status, page_html = await get(rt, "/")
+    assert status == 200 and "<title>Edge gateway status</title>" in page_html
+
+
+async def test_basic_auth_protects_everything_but_health(tmp_path: Path, running: Callable[..., Any]) -> None:
+    rt = await running(base_config(tmp_path, username="ops", password="s3cret"))
+    assert (await get(rt, "/api/tags"))[0] == 401
+    assert (await get(rt, "/metrics", ("ops", "wrong")))[0] == 401
+    assert (await get(rt, "/metrics", ("ops", "s3cret")))[0] == 200
+    assert (await get(rt, "/api/status", ("ops", "s3cret")))[0] == 200
+    assert (await get(rt, "/health"))[0] in (200, 503)
+
+
+async def test_hot_reload_restarts_only_what_changed(tmp_path: Path, running: Callable[..., Any]) -> None:
+    cfg = base_config(tmp_path)
+    cfg["sources"]["line"]["devices"] = ["m1"]
+    cfg["sinks"] = {"keep": {"type": "recording"}, "changing": {"type": "recording"}}
+    rt = await running(cfg)
+    keep, changing = RecordingSink.instances["keep"], RecordingSink.instances["changing"]
+    await until(lambda: len(keep.received) >= 5)
+
+    # An invalid edit is rejected and the old config keeps running.
+    (tmp_path / "gw.yaml").write_text(yaml.safe_dump({**cfg, "sinks": {"keep": {"type": "recording", "bogus": 1}}}))
+    assert await rt.reload_from_file() is False
+    assert rt.reloads == 0 and rt.config.sinks.keys() == {"keep", "changing"}
+    n = len(keep.received)
+    await until(lambda: len(keep.received) > n + 5)
+
+    # Add a device, change one sink: the device appears, only that sink restarts.
+    cfg2 = {**cfg, "sources": {"line": {"type": "toggle", "devices": ["m1", "m2"]}},
+            "sinks": {"keep": {"type": "recording"}, "changing": {"type": "recording", "batch_max_samples": 7}}}
+    write(tmp_path / "gw.yaml", cfg2)
+    assert await rt.reload_from_file() is True
+    assert rt.reloads == 1
+    assert RecordingSink.instances["keep"] is keep  # untouched
+    assert RecordingSink.instances["changing"] is not changing
+    await until(lambda: any(s.device == "m2" for s in keep.received))
+
+    # Remove the source so the stream ends, then check the unchanged sink got every sample exactly once.
+    write(tmp_path / "gw.yaml", {**cfg2, "sources": {}})
+    assert await rt.reload_from_file() is True
+    taken = rt.metrics.registry.get_sample_value("edgegw_samples_in_total", {"source": "line"})
+    await until(lambda: len(keep.received) == taken)
+    keys = [(s.device, s.value, s.gateway_ts) for s in keep.received]
+    assert len(set(keys)) == len(keys) == taken
+    _, tags = await get(rt, "/api/tags")
+    assert tags["total"] == 0  # the removed source left the live view

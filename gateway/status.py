@@ -16,7 +16,7 @@ from typing import Any
 
 from gateway.live import LiveTags, TagView
 from gateway.metrics import Metrics
-from gateway.model import Quality
+from gateway.model import Quality, Sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +75,12 @@ class StatusBoard:
         now_ns = time.time_ns()
         out = []
         for source, names in sorted(self._devices().items()):
-            tags = self.live.by_source.get(source, {})
+            per_device: dict[str, list[Sample]] = {}
+            for (d, _), s in self.live.by_source.get(source, {}).items():  # one pass, not one per device
+                per_device.setdefault(d, []).append(s)
             source_up = up.get((f"source:{source}",), 1.0) == 1.0
             for device in sorted(names):
-                last = [s for (d, _), s in tags.items() if d == device]
+                last = per_device.get(device, [])
                 bad = sum(1 for s in last if s.quality is Quality.BAD)
                 newest = max((s.gateway_ts for s in last), default=0)
                 conn = connected.get((source, device))

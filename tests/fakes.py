@@ -87,10 +87,16 @@ class CrashingSource:
 class ToggleSourceConfig(SourceConfigBase):
     type: Literal["toggle"]
     devices: list[str] = ["m1"]
+    interval: float = 0.02
+    tags: int = 1
+
+    def tag_names(self) -> list[str]:
+        return ["v"] if self.tags == 1 else [f"v{i}" for i in range(self.tags)]
 
     def iter_tags(self) -> Iterator[tuple[str, TagBase]]:
         for d in self.devices:
-            yield d, TagBase(name="v")
+            for t in self.tag_names():
+                yield d, TagBase(name=t)
 
 
 class ToggleSource:
@@ -101,6 +107,8 @@ class ToggleSource:
     def __init__(self, name: str, config: ToggleSourceConfig, ctx: BuildContext) -> None:
         self.name = name
         self.devices = config.devices
+        self.interval = config.interval
+        self.tag_names = config.tag_names()
         self.connected = {d: ctx.metrics.device_connected.labels(name, d) for d in config.devices}
         self.n = 0
 
@@ -111,10 +119,11 @@ class ToggleSource:
                 up = d not in ToggleSource.down
                 self.connected[d].set(1 if up else 0)
                 if up:
-                    samples.append(Sample(d, "v", self.n, Quality.GOOD, 0, now_ns(), now_ns()))
+                    ts = now_ns()
+                    samples.extend(Sample(d, t, self.n, Quality.GOOD, 0, ts, ts) for t in self.tag_names)
             self.n += 1
             await emit(Batch(self.name, samples))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(self.interval)
 
 
 def _sink_factory(name: str, config: RecordingSinkConfig, ctx: BuildContext) -> RecordingSink:

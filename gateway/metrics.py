@@ -7,7 +7,7 @@ children once, outside the hot path.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 NS = "edgegw"
 
@@ -16,6 +16,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process: RSS, CPU seconds, open fds (Linux /proc), and the pipeline's rates
+        ProcessCollector(registry=r)
+        self.rate_in = Gauge(f"{NS}_samples_in_per_second", "Samples taken in over the last second", registry=r)
+        self.rate_out = Gauge(f"{NS}_samples_out_per_second", "Samples delivered (all sinks) over the last second",
+                              registry=r)
         # pipeline
         self.samples_in = Counter(f"{NS}_samples_in", "Samples emitted by sources", ["source"], registry=r)
         self.samples_filtered = Counter(

@@ -93,6 +93,20 @@ async def test_metrics_endpoint_serves_the_registry(tmp_path: Path, fake_plugins
     assert samples[("edgegw_samples_in_total", (("source", "src"),))] >= 10
     assert samples[("edgegw_samples_out_total", (("sink", "flaky"),))] >= 10
     assert samples[("edgegw_component_up", (("component", "source:src"),))] == 1.0
+    assert samples[("process_resident_memory_bytes", ())] > 10_000_000
+
+    async def rate_in() -> float:
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{runtime.http.port}/metrics", timeout=5).read().decode()
+        )
+        return next(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                    if s.name == "edgegw_samples_in_per_second")
+
+    deadline = time.monotonic() + 10
+    while (rate := await rate_in()) == 0:  # the rate gauges refresh once a second
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    assert 20 < rate < 1000  # the source emits one sample every ~5 ms
     with pytest.raises(urllib.error.HTTPError) as err:
         await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{runtime.http.port}/nope", timeout=5)
     assert err.value.code == 404

@@ -60,13 +60,17 @@ class Mosquitto:
 
 
 @contextmanager
-def mosquitto(workdir: Path) -> Iterator[Mosquitto]:
+def mosquitto(workdir: Path, *, port: int | None = None, listener_config: str = "",
+              allow_anonymous: bool = True) -> Iterator[Mosquitto]:
+    """Start mosquitto; pass the ``port`` and ``workdir`` of a stopped one to restart it with its
+    persisted sessions. ``listener_config`` adds lines after the listener (TLS files, password_file)."""
     binary = _binary("mosquitto", "/usr/sbin")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+        f"per_listener_settings false\nlistener {port} 127.0.0.1\n{listener_config}"
+        f"allow_anonymous {str(allow_anonymous).lower()}\nuser root\n"
         f"persistence true\npersistence_location {workdir}/\nmax_queued_messages 1000000\n"
     )
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -90,9 +94,10 @@ class VictoriaMetrics:
 
 
 @contextmanager
-def victoria_metrics(workdir: Path) -> Iterator[VictoriaMetrics]:
+def victoria_metrics(workdir: Path, *, port: int | None = None) -> Iterator[VictoriaMetrics]:
+    """Start VictoriaMetrics; pass the ``port`` and ``workdir`` of a stopped one to restart it."""
     binary = _binary("victoria-metrics")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir}", "-retentionPeriod=100y",

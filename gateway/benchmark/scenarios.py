@@ -8,6 +8,7 @@ processing. Later issues add end-to-end scenarios (simulators, MQTT, the time-se
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import tempfile
 import time
@@ -17,6 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from gateway.benchmark.result import BenchResult, ProcessMeter
+
+
+def _lazy(module: str, function: str) -> Callable[[dict[str, Any]], BenchResult]:
+    """A scenario whose code lives with its connector, imported only when that scenario runs."""
+
+    def run(params: dict[str, Any]) -> BenchResult:
+        result: BenchResult = getattr(importlib.import_module(module), function)(params)
+        return result
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -134,5 +145,12 @@ SCENARIOS: dict[str, Scenario] = {
                  _pipeline("discard", ">= 100,000 in and out/s, < 100% CPU")),
         Scenario("pipeline-store", "synthetic source -> processing -> spool -> embedded sqlite store",
                  _pipeline("sqlite", "informative")),
+        Scenario("modbus", "10 simulated devices x 1,000 float32 tags polled every second -> discard sink",
+                 _lazy("connectors.modbus.bench", "run_modbus")),
+        Scenario("modbus-ceiling", "the modbus scenario with shorter intervals until the gateway falls behind",
+                 _lazy("connectors.modbus.bench", "run_ceiling")),
+        Scenario("sinks", "synthetic --rate -> spool -> MQTT (per device, QoS 1) + InfluxDB (VictoriaMetrics); "
+                 "then a 60 s outage of both uplinks at 10,000/s and the rate the backlog drains",
+                 _lazy("connectors.mqtt.bench", "run_sinks")),
     )
 }

@@ -23,6 +23,8 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, help="samples per batch (spool scenarios; default 1000)")
     p.add_argument("--duration", type=float, help="seconds of steady load (pipeline scenarios)")
     p.add_argument("--rate", type=int, help="offered samples/s (pipeline scenarios)")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other scenario parameter, e.g. -p outage=10 (numbers are parsed)")
     p.add_argument("--output", "-o", metavar="FILE", help="also append the table to FILE (Markdown)")
     p.set_defaults(handler=bench)
 
@@ -34,7 +36,16 @@ def bench(args: argparse.Namespace) -> int:
         print(f"edge-gateway bench: unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
     given = (("samples", args.samples), ("batch", args.batch), ("duration", args.duration), ("rate", args.rate))
-    params = {k: v for k, v in given if v is not None}
+    params: dict[str, Any] = {k: v for k, v in given if v is not None}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"edge-gateway bench: --param wants KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        try:
+            params[key] = json.loads(value)
+        except ValueError:
+            params[key] = value
     rows = []
     print(HEADER, flush=True)
     for name in wanted:

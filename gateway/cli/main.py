@@ -55,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, owner in PLUGIN_COMMANDS.items():
         if name not in provided:
             p = sub.add_parser(name, help=f"(not installed: provided by {owner})", add_help=False)
-            p.add_argument("rest", nargs=argparse.REMAINDER)
-            p.set_defaults(handler=_not_installed(name, owner))
+            p.set_defaults(handler=_not_installed(name, owner), takes_any_arguments=True)
     return parser
 
 
@@ -70,7 +69,9 @@ def _not_installed(name: str, owner: str) -> Handler:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler = args.handler
     try:
         return handler(args)

@@ -14,7 +14,7 @@ def test_json_lines_with_foreign_records_and_no_locals() -> None:
     configure_logging("info", "auto", stream)  # StringIO is not a TTY -> JSON
     log = get_logger("gateway.test", sink="plant")
     log.info("sink delivering again", pending=3)
-    logging.getLogger("pymodbus.logging").warning("connection lost")
+    logging.getLogger("vendorlib.client").warning("connection lost")
 
     def fail(password: str) -> None:
         raise ConnectionError("refused")
@@ -25,7 +25,7 @@ def test_json_lines_with_foreign_records_and_no_locals() -> None:
         log.exception("write failed")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines[0]["event"] == "sink delivering again" and lines[0]["sink"] == "plant" and lines[0]["pending"] == 3
-    assert lines[1]["logger"] == "pymodbus.logging" and lines[1]["level"] == "warning"
+    assert lines[1]["logger"] == "vendorlib.client" and lines[1]["level"] == "warning"
     assert lines[2]["exception"][0]["exc_type"] == "ConnectionError"
     assert "hunter2" not in stream.getvalue()
 

@@ -1,0 +1,86 @@
+"""The one module that imports influxdb-client: a SYNCHRONOUS write API on its own single thread.
+
+The library's batching mode is not used: it drops data after its retries and its ``flush()`` does
+nothing. Each request here is one blocking HTTP POST of line protocol we built, run on this writer's
+dedicated executor thread (never the default executor, which ``asyncio.run`` waits for without limit).
+Library and urllib3 exceptions are turned into ``HttpRejected`` or ``RetryableSinkError`` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import urllib3
+from influxdb_client.client.influxdb_client import InfluxDBClient
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.domain.write_precision import WritePrecision
+from influxdb_client.rest import ApiException
+
+from connectors.influxdb.config import InfluxSinkConfig
+from gateway.errors import RetryableSinkError
+
+_PRECISION: dict[str, Any] = {
+    "s": WritePrecision.S, "ms": WritePrecision.MS, "us": WritePrecision.US, "ns": WritePrecision.NS,
+}
+
+
+class HttpRejected(Exception):
+    """The server answered a write with an error status."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _retry_after(value: object) -> float | None:
+    try:
+        return max(0.0, float(str(value))) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date; the backoff applies instead
+
+
+class InfluxWriter:
+    def __init__(self, config: InfluxSinkConfig, name: str) -> None:
+        self.config = config
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"influx-{name}")
+        # No library-level retries: the spool and the delivery loop retry, honouring Retry-After.
+        self._client = InfluxDBClient(
+            url=config.url, token=config.token.get_secret_value(), org=config.org,
+            timeout=int(config.timeout * 1000), enable_gzip=config.gzip, retries=False,
+        )
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._precision = _PRECISION[config.precision]
+
+    def _post(self, body: bytes) -> None:
+        try:
+            self._api.write(bucket=self.config.bucket, org=self.config.org or "-", record=body,
+                            write_precision=self._precision)
+        except ApiException as exc:
+            raise HttpRejected(int(exc.status or 0), _message(exc), _retry_after(exc.retry_after)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise RetryableSinkError(f"cannot reach {self.config.url}: {exc}") from None
+
+    async def post(self, body: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._post, body)
+
+    async def run(self, fn: object) -> object:
+        """Run a blocking callable on this writer's thread (the dead-letter store shares it)."""
+        assert callable(fn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.close()  # type: ignore[no-untyped-call]
+        self._executor.shutdown(wait=False)
+
+
+def _message(exc: ApiException) -> str:
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
+    return str(getattr(exc, "message", None) or body or exc.reason or "").strip()[:500]

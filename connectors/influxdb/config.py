@@ -1,0 +1,89 @@
+"""Configuration of the InfluxDB v2 sink (``type: influxdb``): connection and the sample -> point mapping."""
+
+from __future__ import annotations
+
+import string
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from gateway.config.base import Duration, SinkConfigBase
+
+SERIES_FIELDS = frozenset({"enterprise", "site", "area", "line", "source", "device", "tag"})
+
+
+def check_template(template: str, allowed: frozenset[str]) -> str:
+    """Reject unknown ``{placeholders}`` at load time, not at the first write."""
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r}: {exc}") from None
+    unknown = names - allowed
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
+        )
+    return template
+
+
+class InfluxSinkConfig(SinkConfigBase):
+    """Writes samples as line protocol through the InfluxDB v2 write API (InfluxDB 2.x/3.x, VictoriaMetrics)."""
+
+    type: Literal["influxdb"] = "influxdb"
+    url: str = Field("http://127.0.0.1:8086", description="base URL of the server, e.g. http://influx:8086")
+    token: SecretStr = Field(SecretStr(""), description="API token (sent as `Authorization: Token ...`)")
+    org: str = ""
+    bucket: str = "edge"
+    precision: Literal["s", "ms", "us", "ns"] = Field(
+        "ms", description="timestamp precision written (and declared to the server)"
+    )
+    gzip: bool = Field(True, description="compress request bodies")
+    timeout: Duration = Field(10.0, gt=0, description="HTTP request timeout")
+    max_request_lines: int = Field(5000, ge=1, le=1_000_000, description="most points in one HTTP request")
+    measurement: str = Field("{source}", description="measurement template")
+    tags: dict[str, str] = Field(
+        default_factory=lambda: {"site": "{site}", "device": "{device}"},
+        description="tag key -> value template, e.g. {device: '{device}', line: '{line}'}",
+    )
+    fields: Literal["per_tag", "value"] = Field(
+        "per_tag",
+        description="per_tag: one point per device and timestamp with one field per tag (compact); "
+        "value: one point per sample with a `tag` tag and a `value` field",
+    )
+    quality: Literal["tag", "field", "none"] = Field(
+        "tag",
+        description="tag: a `quality` tag (good/uncertain/bad); field: an integer field (0 good, 1 uncertain, "
+        "2 bad; `quality`, or `<tag>_quality` with fields per_tag); none: not written",
+    )
+    time_basis: Literal["source", "gateway"] = Field(
+        "source", description="source: the device's timestamp (else the receive time); gateway: the receive time"
+    )
+    dead_letter_path: str | None = Field(
+        None, description="SQLite file for points the server rejects (400/413); default <data_dir>/<sink>.dead.db"
+    )
+
+    @field_validator("measurement")
+    @classmethod
+    def _measurement(cls, value: str) -> str:
+        return check_template(value, SERIES_FIELDS)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, template in value.items():
+            if not key:
+                raise ValueError("a tag key cannot be empty")
+            check_template(template, SERIES_FIELDS)
+        return value
+
+    @model_validator(mode="after")
+    def _tag_placeholder(self) -> InfluxSinkConfig:
+        if self.fields == "per_tag":
+            uses = [t for t in (self.measurement, *self.tags.values()) if "{tag}" in t]
+            if uses:
+                raise ValueError("with fields: per_tag each tag is a field: {tag} cannot appear in measurement or tags")
+        elif "tag" in self.tags:
+            raise ValueError("with fields: value the tag key `tag` carries the tag name; pick another key")
+        if self.quality == "tag" and "quality" in self.tags:
+            raise ValueError("quality: tag writes the tag key `quality`; pick another key")
+        return self

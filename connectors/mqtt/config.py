@@ -1,0 +1,133 @@
+"""Configuration of the MQTT sink (``type: mqtt``) and its optional command path."""
+
+from __future__ import annotations
+
+import string
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from gateway.config.base import Duration, SinkConfigBase, StrictModel
+
+TOPIC_FIELDS = frozenset({"enterprise", "site", "area", "line", "source", "device", "tag"})
+
+
+def check_template(template: str, allowed: frozenset[str]) -> str:
+    """Reject unknown ``{placeholders}`` and MQTT wildcards at load time, not at the first publish."""
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r}: {exc}") from None
+    unknown = names - allowed
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
+        )
+    if "#" in template or "+" in template:
+        raise ValueError("a topic to publish to cannot contain the wildcards + or #")
+    return template
+
+
+class TlsConfig(StrictModel):
+    """TLS to the broker; with no ``ca_file`` the system's CA store is used."""
+
+    enabled: bool = True
+    ca_file: str | None = Field(None, description="PEM file of the CA(s) that signed the broker's certificate")
+    cert_file: str | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    key_file: str | None = Field(None, description="private key (PEM) of the client certificate")
+    check_hostname: bool = Field(True, description="verify the broker's name against its certificate")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS needs both)")
+        return self
+
+
+class CommandConfig(StrictModel):
+    """Writes from MQTT to devices: ``<topic_prefix>/<source>/<device>/<tag>/set``. Off unless enabled."""
+
+    enabled: bool = False
+    topic_prefix: str = Field(
+        "{enterprise}/{site}/{area}/{line}/cmd",
+        description="commands arrive on <prefix>/<source>/<device>/<tag>/set; site placeholders allowed",
+    )
+    response_prefix: str = Field(
+        "{enterprise}/{site}/{area}/{line}/cmd-response",
+        description="results go to <prefix>/<source>/<device>/<tag> unless the request names a response topic",
+    )
+    max_age: Duration = Field(
+        10.0, gt=0, description="refuse commands older than this (payload `ts`, or the v5 message expiry)"
+    )
+    rate: float = Field(5.0, gt=0, description="most commands executed per second (token bucket)")
+    burst: int = Field(10, ge=1, description="commands allowed back to back before `rate` applies")
+    qos: Literal[0, 1, 2] = 1
+
+    @field_validator("topic_prefix", "response_prefix")
+    @classmethod
+    def _site_only(cls, value: str) -> str:
+        return check_template(value, frozenset({"enterprise", "site", "area", "line"}))
+
+
+class MqttSinkConfig(SinkConfigBase):
+    """Publishes samples to an MQTT broker (3.1.1 or 5); counts a write delivered only once acked."""
+
+    type: Literal["mqtt"] = "mqtt"
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    protocol: Literal["3.1.1", "5"] = "5"
+    client_id: str = Field("", description="default: edge-gateway-<site>-<sink name>")
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive: Duration = Field(30.0, ge=5, description="MQTT keep-alive")
+    clean_start: bool = Field(
+        False, description="start with a fresh session (v3.1.1 clean session) instead of resuming"
+    )
+    session_expiry: Duration = Field(
+        3600.0, description="v5: how long the broker keeps the session after a disconnect"
+    )
+    tls: TlsConfig | None = None
+    qos: Literal[0, 1, 2] = 1
+    layout: Literal["device", "tag"] = Field(
+        "device", description="device: one message per device and scan with all its tags; tag: one per tag"
+    )
+    topic: str | None = Field(
+        None,
+        description="topic template; default {enterprise}/{site}/{area}/{line}/{device} for layout device, "
+        "…/{device}/{tag} for layout tag",
+    )
+    retain: bool = Field(False, description="publish values retained (a new subscriber sees the last value)")
+    units: bool = Field(True, description="carry each tag's unit in the payload")
+    status_topic: str = Field(
+        "{enterprise}/{site}/{area}/{line}/gateway/status",
+        description="retained `online` on connect, `offline` as last will and on a clean stop",
+    )
+    max_pending: int = Field(
+        10_000, ge=1, le=60_000, description="messages published but not yet acked (paho refuses past 65,535)"
+    )
+    max_inflight: int = Field(1000, ge=1, le=65_535, description="paho's in-flight window for QoS 1/2")
+    ack_timeout: Duration = Field(
+        30.0, gt=0, description="a write not fully acked within this long is retried from the spool"
+    )
+    reconnect_min: Duration = Field(1.0, gt=0, description="first reconnect delay")
+    reconnect_max: Duration = Field(60.0, gt=0, description="longest reconnect delay (doubling)")
+    commands: CommandConfig = Field(default_factory=CommandConfig)
+
+    @field_validator("topic", "status_topic")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value, TOPIC_FIELDS)
+
+    @model_validator(mode="after")
+    def _layout_fields(self) -> MqttSinkConfig:
+        if self.layout == "device" and self.topic is not None and "{tag}" in self.topic:
+            raise ValueError("layout device publishes one message per device: its topic cannot use {tag}")
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs a username")
+        return self
+
+    def topic_template(self) -> str:
+        if self.topic is not None:
+            return self.topic
+        base = "{enterprise}/{site}/{area}/{line}/{device}"
+        return base if self.layout == "device" else base + "/{tag}"

@@ -1,0 +1,30 @@
+"""Entry-point descriptor of the ``mqtt`` sink; paho is imported only when a sink is built."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from connectors.mqtt.config import MqttSinkConfig
+from gateway.plugins import BuildContext, SinkPlugin
+
+if TYPE_CHECKING:
+    from gateway.contracts import Sink
+
+
+def _build(name: str, config: MqttSinkConfig, ctx: BuildContext) -> Sink:
+    from connectors.mqtt.sink import MqttSink
+
+    sink = MqttSink(name, config, ctx.site, log=ctx.log.bind(sink=name))
+    if config.commands.enabled:
+        from connectors.mqtt.commands import CommandHandler
+
+        sink.commands = CommandHandler(config.commands, ctx.site, ctx.writer, sink=name)
+    return sink
+
+
+PLUGIN = SinkPlugin(
+    kind="mqtt",
+    config_model=MqttSinkConfig,
+    factory=_build,
+    description="MQTT 3.1.1/5 publisher (per-device or per-tag JSON, QoS 0-2, TLS), optional command topic",
+)

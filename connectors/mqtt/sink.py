@@ -1,0 +1,70 @@
+"""The MQTT sink: encodes spooled batches and publishes them, returning only once the broker acked all."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import structlog
+
+from connectors.mqtt.adapter import InboundMessage, MqttLink
+from connectors.mqtt.config import MqttSinkConfig
+from connectors.mqtt.payloads import Encoder
+from gateway.config.site import SiteConfig
+from gateway.model import Batch
+
+
+def site_fields(site: SiteConfig) -> dict[str, str]:
+    return {"enterprise": site.enterprise, "site": site.site, "area": site.area, "line": site.line}
+
+
+class MqttSink:
+    def __init__(
+        self,
+        name: str,
+        config: MqttSinkConfig,
+        site: SiteConfig,
+        *,
+        log: structlog.stdlib.BoundLogger,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.site = site
+        self.log = log
+        self.client_id = config.client_id or f"edge-gateway-{site.site}-{name}"
+        self.status_topic = config.status_topic.format(**site_fields(site), source="", device="", tag="")
+        self.encoder = Encoder(config.topic_template(), site, layout=config.layout, units=config.units)
+        self.link: MqttLink | None = None
+        self.commands: CommandHandlerLike | None = None
+
+    async def open(self) -> None:
+        if self.link is not None:
+            await self.link.stop()
+        on_message = self.commands.on_message if self.commands is not None else None
+        self.link = MqttLink(self.config, client_id=self.client_id, status_topic=self.status_topic,
+                             log=self.log, on_message=on_message)
+        if self.commands is not None:
+            self.commands.attach(self.link)
+        await self.link.start()
+
+    async def write(self, batches: Sequence[Batch]) -> None:
+        link = self.link
+        assert link is not None, "write before open"
+        await link.publish_all(self.encoder.encode(batches), self.config.qos, self.config.retain)
+
+    async def close(self) -> None:
+        link, self.link = self.link, None
+        if self.commands is not None:
+            await self.commands.stop()
+        if link is not None:
+            await link.stop()
+
+
+class CommandHandlerLike(Protocol):
+    """What the sink needs of the command path (``connectors.mqtt.commands.CommandHandler``)."""
+
+    def on_message(self, msg: InboundMessage) -> None: ...
+
+    def attach(self, link: MqttLink) -> None: ...
+
+    async def stop(self) -> None: ...

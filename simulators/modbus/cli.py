@@ -1,0 +1,64 @@
+"""``edge-gateway simulate modbus FILE``: serve the devices of a YAML description until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="simulator description (YAML, top-level `devices:`)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5020)
+    parser.add_argument("--rtu-over-tcp", action="store_true", help="RTU framing on the TCP socket")
+    parser.add_argument("--serial", metavar="DEV", help="serve RTU on a serial port instead of TCP")
+    parser.add_argument("--baud", type=int, default=19200)
+
+
+def load(path: Path) -> object:
+    from simulators.modbus.config import SimulatorConfig
+
+    data = yaml.safe_load(path.read_text())
+    return SimulatorConfig.model_validate(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    from simulators.modbus.config import SimulatorConfig
+    from simulators.modbus.server import ModbusSimulator
+
+    try:
+        cfg = load(args.file)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            print(f"{args.file}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
+        return 2
+    assert isinstance(cfg, SimulatorConfig)
+
+    async def serve() -> None:
+        sim = ModbusSimulator(cfg, host=args.host, port=args.port, rtu_over_tcp=args.rtu_over_tcp,
+                              serial=args.serial, baudrate=args.baud)
+        await sim.start()
+        where = args.serial or f"{args.host}:{args.port}"
+        print(f"modbus simulator serving {len(cfg.devices)} devices on {where}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await sim.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0

@@ -1,0 +1,127 @@
+"""The MQTT sink against a real mosquitto: layouts, QoS levels, protocol versions, birth and acks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from connectors.mqtt.config import MqttSinkConfig
+from connectors.mqtt.sink import MqttSink
+from gateway.config.site import SiteConfig
+from gateway.errors import RetryableSinkError
+from gateway.logs import get_logger
+from gateway.model import Batch, Quality, Sample
+from tests.integration.mqtt_subscriber import Subscriber
+from tests.servers import Mosquitto, free_port, mosquitto
+
+SITE = SiteConfig(enterprise="acme", site="busan", area="packaging", line="line1")
+TS = 1_795_460_550_318_000_000  # 2026-11-23T...: a fixed, recent timestamp
+TS_ISO = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(TS // 10**9)) + ".318Z"
+
+
+def make_sink(port: int, name: str = "cloud", **cfg: object) -> MqttSink:
+    config = MqttSinkConfig.model_validate({"port": port, **cfg})
+    return MqttSink(name, config, SITE, log=get_logger("test"))
+
+
+def scan(device: str, ts: int, **values: object) -> list[Sample]:
+    return [Sample(device, tag, v, Quality.GOOD, 0, ts, ts, "degC" if tag == "temperature" else None)
+            for tag, v in values.items()]
+
+
+async def open_connected(sink: MqttSink) -> None:
+    await sink.open()
+    assert sink.link is not None and await sink.link.wait_connected(10)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_device_layout_one_message_per_device_and_scan(mosquitto_server: Mosquitto, protocol: str) -> None:
+    sink = make_sink(mosquitto_server.port, name=f"dev{protocol.replace('.', '')}", protocol=protocol)
+    samples = [*scan("filler", TS, temperature=21.5, running=True, state="RUN", count=7),
+               Sample("filler", "pressure", None, Quality.BAD, 4, TS, TS),
+               *scan("capper", TS, temperature=30.0)]
+    with Subscriber(mosquitto_server.port, ["acme/busan/packaging/line1/#"]) as sub:
+        await open_connected(sink)
+        await sink.write([Batch("plc", samples)])
+        await sub.wait_for(lambda m: sum(1 for r in m if "/gateway/" not in r.topic) >= 2)
+        await sink.close()
+        got = await sub.wait_for(lambda m: m[-1].payload == b"offline")
+    data = {r.topic: json.loads(r.payload) for r in got if "/gateway/" not in r.topic}
+    assert data["acme/busan/packaging/line1/filler"] == {
+        "ts": TS_ISO, "source": "plc", "device": "filler",
+        "values": {"temperature": 21.5, "running": True, "state": "RUN", "count": 7, "pressure": None},
+        "quality": {"pressure": "bad"}, "units": {"temperature": "degC"},
+    }
+    assert data["acme/busan/packaging/line1/capper"]["values"] == {"temperature": 30.0}
+    status = [r.payload for r in got if r.topic == "acme/busan/packaging/line1/gateway/status" and not r.retain]
+    assert status[0] == b"online" and status[-1] == b"offline"
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+async def test_tag_layout_every_sample_with_its_topic_and_payload(mosquitto_server: Mosquitto, qos: int) -> None:
+    sink = make_sink(mosquitto_server.port, name=f"tags{qos}", layout="tag", qos=qos,
+                     topic="{enterprise}/{site}/{source}/{device}/{tag}")
+    batches = [Batch("plc", scan("m1", TS + i * 1_000_000, temperature=float(i), count=i)) for i in range(50)]
+    with Subscriber(mosquitto_server.port, ["acme/busan/plc/#"]) as sub:  # QoS 2 to paho subscribers is slow
+        await open_connected(sink)
+        await sink.write(batches[:25])
+        await sink.write(batches[25:])
+        got = await sub.wait_for(lambda m: len(m) >= 100)
+        await sink.close()
+    temps = [json.loads(r.payload) for r in got if r.topic == "acme/busan/plc/m1/temperature"]
+    counts = [json.loads(r.payload)["value"] for r in got if r.topic == "acme/busan/plc/m1/count"]
+    assert [t["value"] for t in temps] == [float(i) for i in range(50)]  # all of them, in order
+    assert counts == list(range(50))
+    assert temps[0] == {"value": 0.0, "quality": "good", "ts": TS_ISO, "unit": "degC"}
+
+
+async def test_retained_values_reach_a_late_subscriber(mosquitto_server: Mosquitto) -> None:
+    sink = make_sink(mosquitto_server.port, name="retained", layout="tag", retain=True,
+                     topic="retained/{device}/{tag}")
+    await open_connected(sink)
+    await sink.write([Batch("plc", scan("m9", TS, level=3.25))])  # returns after PUBACK: stored
+    await sink.close()
+    with Subscriber(mosquitto_server.port, ["retained/#"]) as sub:
+        got = await sub.wait_for(lambda m: len(m) >= 1)
+    assert got[0].retain and json.loads(got[0].payload)["value"] == 3.25
+
+
+async def test_write_without_broker_is_retryable_and_open_does_not_block() -> None:
+    sink = make_sink(free_port(), name="nobroker", reconnect_min="1s")
+    await sink.open()  # the broker being down at start must not stall the sink's start
+    with pytest.raises(RetryableSinkError, match="not connected"):
+        await sink.write([Batch("plc", scan("m1", TS, t=1.0))])
+    await sink.close()
+
+
+async def test_write_waits_through_a_broker_restart(tmp_path: Path) -> None:
+    """A write whose messages were queued by paho while the broker was down returns once they are acked."""
+    workdir = tmp_path / "broker"
+    with mosquitto(workdir) as broker:
+        port = broker.port
+        sink = make_sink(port, name="restart", layout="tag", topic="r/{device}/{tag}", reconnect_min="1s",
+                         reconnect_max="1s")
+        with Subscriber(port, ["r/#"], client_id="restart-sub") as sub:
+            await open_connected(sink)
+            await sink.write([Batch("plc", scan("m1", TS, v=0))])
+            await sub.wait_for(lambda m: len(m) == 1)
+            sub.client.disconnect()
+    assert sink.link is not None
+    await sink.link.wait_connected(0)
+    import asyncio
+
+    write = asyncio.create_task(sink.write([Batch("plc", scan("m1", TS + 1, v=i)) for i in range(1, 3)]))
+    # the link may not have noticed the broker is gone yet; either it queues or it refuses
+    with mosquitto(workdir, port=port):
+        try:
+            await asyncio.wait_for(write, 20)
+        except RetryableSinkError:
+            assert await sink.link.wait_connected(10)
+            await sink.write([Batch("plc", scan("m1", TS + 1, v=i)) for i in range(1, 3)])
+        with Subscriber(port, ["r/#"], client_id="restart-sub") as sub:
+            got = await sub.wait_for(lambda m: len(m) >= 2)
+        await sink.close()
+    assert [json.loads(r.payload)["value"] for r in got][-2:] == [1, 2]

@@ -1,0 +1,69 @@
+"""Samples -> line protocol: escaping, layouts, quality, precision, config validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from connectors.influxdb.config import InfluxSinkConfig
+from connectors.influxdb.lines import LineBuilder, escape_key, field_value
+from gateway.config.loader import load_config
+from gateway.config.site import SiteConfig
+from gateway.errors import ConfigError
+from gateway.model import Batch, Quality, Sample
+
+SITE = SiteConfig(enterprise="acme", site="busan", area="packaging", line="line1")
+TS = 1_795_460_550_318_123_456
+
+
+def build(samples: list[Sample], **cfg: object) -> list[str]:
+    lines, counts = LineBuilder(InfluxSinkConfig.model_validate(cfg), SITE).build([Batch("plc", samples)])
+    assert len(counts) == len(lines)
+    return lines
+
+
+def test_field_values_and_escaping() -> None:
+    assert [field_value(v) for v in (1.0, 2, True, None, float("nan"), 'say "hi"\\')] == [
+        "1.0", "2i", "true", None, None, '"say \\"hi\\"\\\\"']
+    assert escape_key("a b,c=d") == "a\\ b\\,c\\=d"
+
+
+def test_per_tag_layout_splits_on_quality_and_device() -> None:
+    s = [Sample("m1", "a", 1.0, Quality.GOOD, 0, TS, TS), Sample("m1", "b", 2, Quality.GOOD, 0, TS, TS),
+         Sample("m1", "c", 3.0, Quality.BAD, 0, TS, TS), Sample("m2", "a", 4.0, Quality.GOOD, 0, TS, TS)]
+    assert build(s, precision="s") == [
+        "plc,device=m1,quality=good,site=busan a=1.0,b=2i 1795460550",
+        "plc,device=m1,quality=bad,site=busan c=3.0 1795460550",
+        "plc,device=m2,quality=good,site=busan a=4.0 1795460550",
+    ]
+
+
+def test_quality_as_field_none_values_and_gateway_time() -> None:
+    s = [Sample("m1", "a", None, Quality.BAD, 4, TS, TS + 7), Sample("m1", "b", 1.5, Quality.GOOD, 0, TS, TS + 7)]
+    assert build(s, quality="field", precision="ns", time_basis="gateway", tags={}) == [
+        f"plc a_quality=2i,b=1.5,b_quality=0i {TS + 7}"]
+    assert build(s, quality="none", precision="ms", tags={}) == ["plc b=1.5 1795460550318"]
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({"measurement": "{tag}"}, "cannot appear in measurement or tags"),
+    ({"fields": "value", "tags": {"tag": "{device}"}}, "tag key `tag`"),
+    ({"tags": {"x": "{bogus}"}}, "unknown placeholder(s) bogus"),
+    ({"precision": "m"}, "precision"),
+])
+def test_config_errors(tmp_path: Path, cfg: dict[str, object], message: str) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump({"sinks": {"tsdb": {"type": "influxdb", **cfg}}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any(p.startswith(f"{path}: sinks.tsdb") and message in p for p in err.value.problems), err.value.problems
+
+
+def test_sample_yaml_is_a_valid_config(tmp_path: Path) -> None:
+    sample = yaml.safe_load((Path(__file__).parents[2] / "connectors" / "influxdb" / "sample.yaml").read_text())
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump({"sinks": {"tsdb": sample}}))
+    cfg = load_config(path).sinks["tsdb"]
+    assert isinstance(cfg, InfluxSinkConfig) and cfg.precision == "ms" and cfg.token.get_secret_value() == "change-me"

@@ -149,6 +149,8 @@ SCENARIOS: dict[str, Scenario] = {
                  _lazy("connectors.modbus.bench", "run_modbus")),
         Scenario("modbus-ceiling", "the modbus scenario with shorter intervals until the gateway falls behind",
                  _lazy("connectors.modbus.bench", "run_ceiling")),
+        Scenario("opcua", "10,000 OPC-UA monitored items changing every second (simulator process) -> discard sink",
+                 _lazy("connectors.opcua.bench", "run_opcua")),
         Scenario("sinks", "synthetic --rate -> spool -> MQTT (per device, QoS 1) + InfluxDB (VictoriaMetrics); "
                  "then a 60 s outage of both uplinks at 10,000/s and the rate the backlog drains",
                  _lazy("connectors.mqtt.bench", "run_sinks")),

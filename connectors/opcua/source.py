@@ -1,0 +1,411 @@
+"""The OPC-UA source: one supervised link per device, subscriptions by default, batched reads in poll mode.
+
+Each device runs its own loop: connect (security, trust list), resolve every tag against the server's
+*current* namespace array (``nsu=`` forms and browse paths are re-resolved on every connect, so a server
+that reorders its namespaces after a restart still maps each tag to the right node), run discovery,
+then subscribe (monitored items created in chunks of the server's ``MaxMonitoredItemsPerCall``) or poll
+(reads in chunks of ``MaxNodesPerRead``). Any failure closes the session before the next attempt, so a
+device never holds more than one; attempts back off exponentially with jitter, forever.
+
+Notifications arrive on asyncua's publish loop. ``_Device.on_rows`` turns them into Samples right
+there (no task per notification) and puts one batch per publish into a bounded queue; the source's
+single forwarder drains it into ``emit``. When the queue is full the batch is dropped and counted
+(``dropped`` and ``device_errors{code="QueueOverflow"}``), so a stalled pipeline cannot grow memory.
+
+A watchdog per device forces a reconnect when neither a keep-alive nor data arrived for ``watchdog``
+seconds; the keep-alive count asked of the server is derived from it, so a healthy idle server always
+answers in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import Counter
+
+from connectors.opcua import adapter
+from connectors.opcua.adapter import ItemSpec, OpcUaError, Row, Session
+from connectors.opcua.config import OpcUaDevice, OpcUaSourceConfig, OpcUaTag
+from connectors.opcua.pki import Pki
+from gateway.backoff import Backoff
+from gateway.contracts import Emit
+from gateway.errors import WriteError
+from gateway.metrics import Metrics
+from gateway.model import Batch, Quality, Sample, Value
+
+_new = tuple.__new__
+_GOOD, _UNCERTAIN, _BAD = Quality.GOOD, Quality.UNCERTAIN, Quality.BAD
+
+
+def quality_of(status: int) -> Quality:
+    """OPC-UA severity bits (the top two): 00 good, 01 uncertain, 10/11 bad."""
+    sev = status >> 30
+    return _GOOD if sev == 0 else _UNCERTAIN if sev == 1 else _BAD
+
+
+class _Tag:
+    __slots__ = ("address", "config", "name", "unit")
+
+    def __init__(self, name: str, address: str, unit: str | None, config: OpcUaTag | None) -> None:
+        self.name = name
+        self.address = address
+        self.unit = unit
+        self.config = config
+
+
+class _Device:
+    """Link state of one device; its tags are indexed by client handle (their position in ``tags``)."""
+
+    def __init__(self, source: OpcUaSource, name: str, cfg: OpcUaDevice, metrics: Metrics | None) -> None:
+        self.source = source
+        self.name = name
+        self.cfg = cfg
+        self.configured = [_Tag(t.name, t.node, t.unit, t) for t in cfg.tags]
+        self.tags: list[_Tag] = list(self.configured)
+        self.nodes: list[Any] = []
+        self.session: Session | None = None
+        self.last_activity = 0.0
+        self.lost_reason: str | None = None
+        self.wake = asyncio.Event()
+        self.sessions_opened = 0
+        self.items_created = 0
+        self.notifications = 0
+        self.last_error: str | None = None
+        """Why the last connection attempt or session failed (None while healthy)."""
+        self._ts_mode = cfg.timestamp
+        labels = (source.name, name)
+        self._connected = metrics.device_connected.labels(*labels) if metrics else None
+        self._reads = metrics.device_reads.labels(*labels) if metrics else None
+        self._last_good = metrics.device_last_good.labels(*labels) if metrics else None
+        self._request_seconds = metrics.device_request_seconds.labels(*labels) if metrics else None
+        self._errors_family = metrics.device_errors if metrics else None
+        self._errors: dict[int, Counter] = {}
+
+    # --- metrics ------------------------------------------------------------------------------
+
+    def count_error(self, code: int, n: int = 1, name: str | None = None) -> None:
+        if self._errors_family is None:
+            return
+        child = self._errors.get(code)
+        if child is None:
+            child = self._errors[code] = self._errors_family.labels(
+                self.source.name, self.name, name or adapter.status_name(code))
+        child.inc(n)
+
+    def set_connected(self, up: bool) -> None:
+        if self._connected is not None:
+            self._connected.set(1 if up else 0)
+
+    # --- the hot path ---------------------------------------------------------------------------
+
+    def samples(self, rows: list[Row], gw: int) -> list[Sample]:
+        tags = self.tags
+        device = self.name
+        mode = self._ts_mode
+        out: list[Sample] = []
+        append = out.append
+        bad = 0
+        for handle, value, status, src, srv in rows:
+            if handle >= len(tags):
+                continue
+            tag = tags[handle]
+            if mode == "source":
+                ts = src or srv or gw
+            elif mode == "server":
+                ts = srv or src or gw
+            else:
+                ts = gw
+            if status == 0:
+                append(_new(Sample, (device, tag.name, value, _GOOD, 0, ts, gw, tag.unit)))
+            else:
+                q = quality_of(status)
+                if q is _BAD:
+                    bad += 1
+                    self.count_error(status)
+                append(_new(Sample, (device, tag.name, value, q, status, ts, gw, tag.unit)))
+        if len(out) > bad and self._last_good is not None:
+            self._last_good.set(gw / 1e9)
+        return out
+
+    def on_rows(self, rows: list[Row]) -> None:
+        self.last_activity = time.monotonic()
+        self.notifications += len(rows)
+        if self._reads is not None:
+            self._reads.inc(len(rows))
+        self.source.offer(self, self.samples(rows, time.time_ns()))
+
+    def on_keepalive(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def on_status(self, status: int) -> None:
+        if status & 0x80000000:
+            self.lost_reason = f"subscription status {adapter.status_name(status)}"
+            self.wake.set()
+
+    def bad_rows(self, handles: list[int], code: int) -> None:
+        """One BAD sample for each of ``handles`` (unresolved node, refused item, lost link)."""
+        if handles:
+            self.count_error(code, len(handles))
+            gw = time.time_ns()
+            self.source.offer(self, [
+                _new(Sample, (self.name, self.tags[h].name, None, _BAD, code, gw, gw, self.tags[h].unit))
+                for h in handles
+            ])
+
+
+class OpcUaSource:
+    def __init__(
+        self,
+        name: str,
+        config: OpcUaSourceConfig,
+        *,
+        data_dir: str,
+        log: structlog.stdlib.BoundLogger | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.pki = Pki(Path(config.data_dir or data_dir) / "pki")
+        self._log = log if log is not None else structlog.stdlib.get_logger(__name__).bind(source=name)
+        self.devices = {d: _Device(self, d, cfg, metrics) for d, cfg in config.devices.items()}
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=config.queue_max)
+        self.dropped = 0
+        """Samples dropped because the notification queue was full."""
+        self._overflowing = False
+
+    # --- queue ---------------------------------------------------------------------------------
+
+    def offer(self, device: _Device, samples: list[Sample]) -> None:
+        if not samples:
+            return
+        try:
+            self._queue.put_nowait(Batch(self.name, samples))
+            if self._overflowing and self._queue.qsize() < self._queue.maxsize // 2:
+                self._overflowing = False
+                self._log.info("opcua notification queue draining again", dropped=self.dropped)
+        except asyncio.QueueFull:
+            self.dropped += len(samples)
+            device.count_error(0x80000000, len(samples), "QueueOverflow")
+            if not self._overflowing:
+                self._overflowing = True
+                self._log.warning("opcua notification queue full; dropping notifications",
+                                  queue_max=self._queue.maxsize)
+
+    async def run(self, emit: Emit) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for dev in self.devices.values():
+                tg.create_task(self._device_loop(dev), name=f"opcua:{self.name}:{dev.name}")
+            tg.create_task(self._forward(emit), name=f"opcua:{self.name}:forward")
+
+    async def _forward(self, emit: Emit) -> None:
+        queue = self._queue
+        while True:
+            batch = await queue.get()
+            # merge whatever else is waiting: fewer, larger batches downstream
+            while not queue.empty() and len(batch.samples) < 20_000:
+                batch.samples.extend(queue.get_nowait().samples)
+            await emit(batch)
+
+    # --- link supervision -----------------------------------------------------------------------
+
+    async def _device_loop(self, dev: _Device) -> None:
+        cfg = dev.cfg
+        backoff = Backoff(cfg.reconnect_initial, cfg.reconnect_max)
+        log = self._log.bind(device=dev.name, endpoint=cfg.endpoint)
+        last_error: str | None = None
+        while True:
+            session: Session | None = None
+            try:
+                session = await Session.open(cfg.endpoint, timeout=cfg.timeout, security=self._security(cfg),
+                                             watchdog_interval=max(cfg.timeout, cfg.watchdog / 3))
+                dev.sessions_opened += 1
+                await self._setup(dev, session)
+                dev.session = session
+                dev.set_connected(True)
+                backoff.reset()
+                log.info("opcua device connected", tags=len(dev.tags), mode=cfg.mode)
+                last_error = dev.last_error = None
+                if cfg.mode == "subscribe":
+                    await self._watch(dev, session)
+                else:
+                    await self._poll(dev, session)
+            except OpcUaError as exc:
+                message = dev.last_error = str(exc)
+                dev.count_error(exc.code)
+                if message != last_error:
+                    level = log.error if isinstance(exc, adapter.OpcUaSecurityError) else log.warning
+                    level("opcua device unavailable; retrying with backoff", error=message)
+                    last_error = message
+            finally:
+                was_up = dev.session is not None
+                dev.session = None
+                dev.set_connected(False)
+                if was_up:  # every tag BAD at once, before the (possibly slow) close
+                    dev.bad_rows(list(range(len(dev.tags))), adapter.BAD_COMMUNICATION_ERROR)
+                if session is not None:
+                    await asyncio.shield(session.close())
+            await asyncio.sleep(backoff.next())
+
+    def _security(self, cfg: OpcUaDevice) -> adapter.SecuritySetup | None:
+        s = cfg.security
+        if s.policy == "None" and s.username is None and s.certificate is None:
+            return None
+        return adapter.SecuritySetup(
+            policy=s.policy, mode=s.mode, pki=self.pki,
+            application_uri=s.application_uri or adapter.default_application_uri(),
+            username=s.username, password=s.password.get_secret_value() if s.password else None,
+            identity_cert=s.certificate, identity_key=s.private_key,
+        )
+
+    async def _setup(self, dev: _Device, session: Session) -> None:
+        """Resolve addresses (every connect: namespace indices may have moved) and run discovery."""
+        dev.tags = list(dev.configured)
+        resolved = await session.resolve([t.address for t in dev.tags])
+        for spec in dev.cfg.discover:
+            found = await self._discover(session, spec, {t.name for t in dev.tags})
+            for name, node in found:
+                dev.tags.append(_Tag(name, node.to_string(), None, None))
+                resolved.append(node)
+        dev.nodes = [None if isinstance(r, OpcUaError) else r for r in resolved]
+        failed: dict[int, list[int]] = {}
+        for h, r in enumerate(resolved):
+            if isinstance(r, OpcUaError):
+                failed.setdefault(r.code, []).append(h)
+                self._log.warning("opcua tag unresolved", device=dev.name, tag=dev.tags[h].name, error=str(r))
+        for code, handles in failed.items():
+            dev.bad_rows(handles, code)
+        dev.last_activity = time.monotonic()
+
+    async def _discover(self, session: Session, spec: Any, taken: set[str]) -> list[tuple[str, Any]]:
+        root = (await session.resolve([spec.root]))[0]
+        if isinstance(root, OpcUaError):
+            self._log.warning("opcua discovery root unresolved", root=spec.root, error=str(root))
+            return []
+        found: list[tuple[str, Any]] = []
+        frontier: list[tuple[Any, str]] = [(root, "")]
+        for _ in range(spec.depth):
+            nxt: list[tuple[Any, str]] = []
+            for node, prefix in frontier:
+                try:
+                    entries = await session.browse(node)
+                except OpcUaError as exc:
+                    if exc.code not in (adapter.BAD_NODE_ID_UNKNOWN, adapter.BAD_NODE_ID_INVALID):
+                        raise  # the link, not the node: reconnect
+                    self._log.warning("opcua discovery skipped a node", root=spec.root, error=str(exc))
+                    continue
+                for e in entries:
+                    path = f"{prefix}.{e.name}" if prefix else e.name
+                    if e.is_property:
+                        continue
+                    if (e.node_class == "Variable"
+                            and any(fnmatch.fnmatchcase(e.name, p) for p in spec.include)
+                            and not any(fnmatch.fnmatchcase(e.name, p) for p in spec.exclude)
+                            and path not in taken):
+                        taken.add(path)
+                        found.append((path, e.ref))
+                        if len(found) >= spec.max_nodes:
+                            return found
+                    if e.node_class in ("Object", "Variable"):
+                        nxt.append((e.ref, path))
+            frontier = nxt
+        return found
+
+    async def _watch(self, dev: _Device, session: Session) -> None:
+        cfg = dev.cfg
+        items = []
+        for h, node in enumerate(dev.nodes):
+            if node is None:
+                continue
+            t = dev.tags[h].config
+            items.append(ItemSpec(
+                handle=h, node=node,
+                sampling_ms=1000 * (t.sampling_interval if t and t.sampling_interval is not None
+                                    else cfg.sampling_interval),
+                queue_size=t.queue_size if t and t.queue_size else cfg.queue_size,
+                trigger=(t.trigger if t and t.trigger else "status_value"),
+                deadband=t.server_deadband if t else None,
+                deadband_percent=t.server_deadband_percent if t else None,
+            ))
+        keepalive = max(1, math.floor(cfg.watchdog / (3 * cfg.publishing_interval)))
+        dev.wake.clear()
+        dev.lost_reason = None
+        codes = await session.subscribe(
+            cfg.publishing_interval, items, dev.on_rows, dev.on_keepalive, dev.on_status,
+            keepalive_count=keepalive,
+        )
+        refused: dict[int, list[int]] = {}
+        for it, code in zip(items, codes, strict=True):
+            if code & 0x80000000:
+                refused.setdefault(code, []).append(it.handle)
+            else:
+                dev.items_created += 1
+        for code, handles in refused.items():
+            self._log.warning("opcua monitored items refused", device=dev.name, status=adapter.status_name(code),
+                              tags=[dev.tags[h].name for h in handles][:10], count=len(handles))
+            dev.bad_rows(handles, code)
+        dev.last_activity = time.monotonic()
+        tick = min(1.0, cfg.watchdog / 4)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dev.wake.wait(), tick)
+            if session.lost.is_set():
+                raise OpcUaError("connection lost")
+            if dev.lost_reason is not None:
+                raise OpcUaError(dev.lost_reason)
+            silent = time.monotonic() - dev.last_activity
+            if silent > cfg.watchdog:
+                raise OpcUaError(f"watchdog: no keep-alive nor data for {silent:.1f}s", 0x800A0000)
+
+    async def _poll(self, dev: _Device, session: Session) -> None:
+        cfg = dev.cfg
+        handles = [h for h, n in enumerate(dev.nodes) if n is not None]
+        nodes = [dev.nodes[h] for h in handles]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        tick = 0
+        while True:
+            if session.lost.is_set():
+                raise OpcUaError("connection lost")
+            t0 = time.monotonic()
+            rows = await session.read(nodes)
+            if dev._request_seconds is not None:
+                dev._request_seconds.observe(time.monotonic() - t0)
+            dev.on_rows([(handles[i], v, st, src, srv) for i, v, st, src, srv in rows])
+            tick += 1
+            due = start + tick * cfg.poll_interval
+            now = loop.time()
+            if now > due:  # overran: skip to the next future tick rather than bursting
+                tick = int((now - start) / cfg.poll_interval) + 1
+                due = start + tick * cfg.poll_interval
+            await asyncio.sleep(due - now)
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    async def write(self, device: str, tag: str, value: Value) -> None:
+        """Write a raw value (the caller applied ``gateway.writes.to_raw``) with the node's own DataType."""
+        dev = self.devices.get(device)
+        if dev is None:
+            raise WriteError(f"source {self.name!r} has no device {device!r}")
+        handle = next((h for h, t in enumerate(dev.tags) if t.name == tag), None)
+        if handle is None:
+            raise WriteError(f"source {self.name!r} has no tag {tag!r} on device {device!r}")
+        cfg = dev.tags[handle].config
+        if cfg is None or not cfg.writable:
+            raise WriteError(f"tag {device}/{tag} of source {self.name!r} is not writable (set writable: true)")
+        session = dev.session
+        if session is None:
+            raise WriteError(f"device {device!r} is not connected")
+        node = dev.nodes[handle] if handle < len(dev.nodes) else None
+        if node is None:
+            raise WriteError(f"tag {device}/{tag}: node {cfg.node!r} did not resolve")
+        try:
+            await session.write(node, value)
+        except OpcUaError as exc:
+            raise WriteError(f"{device}/{tag}: {exc}") from exc

@@ -1,4 +1,4 @@
-"""The status page in headless Chromium: live values change, a device whose link drops turns red, and the
+"""The status page in headless Chromium: live values change, a device whose simulator stops turns red, and the
 tag table stays usable with 10,000 tags (filter, paging). A screenshot is kept in test-artifacts/."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import yaml
 
 from gateway.config.loader import load_config
 from gateway.runtime import Runtime
+from simulators.modbus.config import SimulatorConfig
+from simulators.modbus.server import ModbusSimulator
 from tests import fakes
-from tests.fakes import ToggleSource
+from tests.servers import free_port
 from tests.webdriver import Browser
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -54,14 +56,23 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
 async def test_status_page_live_values_red_device_and_10k_tags(
     tmp_path: Path, fake_plugins: None, browser: Browser
 ) -> None:
+    # Two simulated PLCs (real Modbus servers), one per machine, plus 10,000 tags of bulk data.
+    sims: dict[str, ModbusSimulator] = {}
+    sources: dict[str, Any] = {}
+    for machine, tag in (("filler", "speed"), ("capper", "torque")):
+        port = free_port()
+        sims[machine] = ModbusSimulator(SimulatorConfig.model_validate({"devices": {machine: {"unit": 1, "tags": [
+            {"name": tag, "address": 0, "type": "int16", "signal": "counter"}]}}}), port=port)
+        await sims[machine].start()
+        sources[f"{machine}_plc"] = {
+            "type": "modbus", "host": "127.0.0.1", "port": port, "interval": "200ms", "timeout": "300ms",
+            "reconnect_initial": "100ms", "reconnect_max": "300ms",
+            "devices": {machine: {"unit": 1, "tags": [{"name": tag, "address": 0, "type": "int16"}]}}}
+    sources["bulk"] = {"type": "toggle", "devices": [f"plc{i}" for i in range(10)], "tags": 1000, "interval": 1.0}
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(yaml.safe_dump({
         "data_dir": str(tmp_path / "data"), "http": {"port": 0, "device_grace": "0s"},
-        "sources": {
-            "line": {"type": "toggle", "devices": ["filler", "capper"], "interval": 0.2},
-            "bulk": {"type": "toggle", "devices": [f"plc{i}" for i in range(10)], "tags": 1000, "interval": 1.0},
-        },
-        "sinks": {"rec": {"type": "recording"}},
+        "sources": sources, "sinks": {"rec": {"type": "recording"}},
     }))
     runtime = Runtime(load_config(cfg))
     stop = asyncio.Event()
@@ -75,20 +86,20 @@ async def test_status_page_live_values_red_device_and_10k_tags(
         await eventually(lambda: browser.js("return document.getElementById('page').textContent")
                          == "1\u2013100 of 10002")
         assert browser.js("return document.querySelectorAll('#tags tbody tr').length") == 100
-        browser.js("const f = document.getElementById('filter'); f.value = 'line.'; "
+        browser.js("const f = document.getElementById('filter'); f.value = '_plc.'; "
                    "f.dispatchEvent(new Event('input'))")
         await eventually(lambda: browser.js("return document.getElementById('page').textContent") == "1\u20132 of 2")
 
         # Live values: the filler's counter moves on screen.
-        first = await eventually(lambda: browser.js(TAG_VALUE, "line.filler.v"))
-        await eventually(lambda: browser.js(TAG_VALUE, "line.filler.v") not in (None, first))
+        first = await eventually(lambda: browser.js(TAG_VALUE, "filler_plc.filler.speed"))
+        await eventually(lambda: browser.js(TAG_VALUE, "filler_plc.filler.speed") not in (None, first))
 
-        # The capper's link drops: its row turns red (state-down), the filler stays green.
-        ToggleSource.down = {"capper"}
-        states = await eventually(lambda: dict(browser.js(DEVICE_STATES)).get("line.capper") == "state-down"
+        # The capper's simulator stops: its row turns red (state-down), the filler stays green.
+        await sims["capper"].stop()
+        states = await eventually(lambda: dict(browser.js(DEVICE_STATES)).get("capper_plc.capper") == "state-down"
                                   and dict(browser.js(DEVICE_STATES)))
-        assert states["line.filler"] == "state-ok"
-        assert browser.js("return getComputedStyle(document.querySelector(\"tr[data-device='line.capper']\"))"
+        assert states["filler_plc.filler"] == "state-ok"
+        assert browser.js("return getComputedStyle(document.querySelector(\"tr[data-device='capper_plc.capper']\"))"
                           ".backgroundColor") == "rgb(255, 235, 233)"
         assert browser.js("return document.getElementById('health').textContent") == "unhealthy"
         await asyncio.to_thread(browser.screenshot, ARTIFACTS / "status-page.png")
@@ -96,3 +107,4 @@ async def test_status_page_live_values_red_device_and_10k_tags(
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+        await sims["filler"].stop()

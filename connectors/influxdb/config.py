@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import string
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.config.base import Duration, SinkConfigBase
+from gateway.config.base import TEMPLATE_FIELDS, Duration, SinkConfigBase, check_template
 
-SERIES_FIELDS = frozenset({"enterprise", "site", "area", "line", "source", "device", "tag"})
-
-
-def check_template(template: str, allowed: frozenset[str]) -> str:
-    """Reject unknown ``{placeholders}`` at load time, not at the first write."""
-    try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as exc:
-        raise ValueError(f"bad template {template!r}: {exc}") from None
-    unknown = names - allowed
-    if unknown:
-        raise ValueError(
-            f"unknown placeholder(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
-        )
-    return template
+SERIES_FIELDS = TEMPLATE_FIELDS
 
 
 class InfluxSinkConfig(SinkConfigBase):

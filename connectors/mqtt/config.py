@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import string
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.config.base import Duration, SinkConfigBase, StrictModel
+from gateway.config.base import TEMPLATE_FIELDS, Duration, SinkConfigBase, StrictModel, check_template
 
-TOPIC_FIELDS = frozenset({"enterprise", "site", "area", "line", "source", "device", "tag"})
+TOPIC_FIELDS = TEMPLATE_FIELDS
 
 
-def check_template(template: str, allowed: frozenset[str]) -> str:
-    """Reject unknown ``{placeholders}`` and MQTT wildcards at load time, not at the first publish."""
-    try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as exc:
-        raise ValueError(f"bad template {template!r}: {exc}") from None
-    unknown = names - allowed
-    if unknown:
-        raise ValueError(
-            f"unknown placeholder(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
-        )
+def check_topic(template: str, allowed: frozenset[str] = TOPIC_FIELDS) -> str:
+    """A topic template: known placeholders only, and no MQTT wildcards (we publish to it)."""
+    check_template(template, allowed)
     if "#" in template or "+" in template:
         raise ValueError("a topic to publish to cannot contain the wildcards + or #")
     return template
@@ -66,7 +57,7 @@ class CommandConfig(StrictModel):
     @field_validator("topic_prefix", "response_prefix")
     @classmethod
     def _site_only(cls, value: str) -> str:
-        return check_template(value, frozenset({"enterprise", "site", "area", "line"}))
+        return check_topic(value, frozenset({"enterprise", "site", "area", "line"}))
 
 
 class MqttSinkConfig(SinkConfigBase):
@@ -116,7 +107,7 @@ class MqttSinkConfig(SinkConfigBase):
     @field_validator("topic", "status_topic")
     @classmethod
     def _topic(cls, value: str | None) -> str | None:
-        return None if value is None else check_template(value, TOPIC_FIELDS)
+        return None if value is None else check_topic(value, TOPIC_FIELDS)
 
     @model_validator(mode="after")
     def _layout_fields(self) -> MqttSinkConfig:

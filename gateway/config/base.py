@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -56,6 +57,24 @@ Duration = Annotated[
     ),
 ]
 """A duration in seconds, written in config as ``250ms``, ``1s``, ``5m``."""
+
+
+TEMPLATE_FIELDS = frozenset({"enterprise", "site", "area", "line", "source", "device", "tag"})
+"""Placeholders a sink's topic/measurement/tag templates may use (ISA-95 site fields, then the sample's)."""
+
+
+def check_template(template: str, allowed: frozenset[str] = TEMPLATE_FIELDS) -> str:
+    """Reject unknown ``{placeholders}`` at load time, not at the first write."""
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r}: {exc}") from None
+    unknown = names - allowed
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
+        )
+    return template
 
 
 class TagBase(StrictModel):

@@ -6,11 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
+from simulators.description import load_or_report
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,27 +20,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baud", type=int, default=19200)
 
 
-def load(path: Path) -> object:
-    from simulators.modbus.config import SimulatorConfig
-
-    data = yaml.safe_load(path.read_text())
-    return SimulatorConfig.model_validate(data)
-
 
 def run(args: argparse.Namespace) -> int:
     from simulators.modbus.config import SimulatorConfig
     from simulators.modbus.server import ModbusSimulator
 
-    try:
-        cfg = load(args.file)
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
+    cfg = load_or_report(args.file, SimulatorConfig)
+    if cfg is None:
         return 2
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            print(f"{args.file}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
-        return 2
-    assert isinstance(cfg, SimulatorConfig)
 
     async def serve() -> None:
         sim = ModbusSimulator(cfg, host=args.host, port=args.port, rtu_over_tcp=args.rtu_over_tcp,

@@ -14,8 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
+from simulators.description import load_or_report
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -24,11 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=4840)
     parser.add_argument("--no-stdin", action="store_true", help="do not read control commands from stdin")
 
-
-def load(path: Path) -> object:
-    from simulators.opcua.config import OpcUaSimConfig
-
-    return OpcUaSimConfig.model_validate(yaml.safe_load(path.read_text()))
 
 
 async def _control(sim: object) -> None:
@@ -60,16 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from simulators.opcua.config import OpcUaSimConfig
     from simulators.opcua.server import OpcUaSimulator
 
-    try:
-        cfg = load(args.file)
-    except (OSError, yaml.YAMLError) as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
+    cfg = load_or_report(args.file, OpcUaSimConfig)
+    if cfg is None:
         return 2
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            print(f"{args.file}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}", file=sys.stderr)
-        return 2
-    assert isinstance(cfg, OpcUaSimConfig)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("asyncua").setLevel(logging.ERROR)
 

@@ -83,8 +83,9 @@ def _wrap(exc: BaseException, what: str) -> OpcUaError:
         code = int(exc.code)
         name = status_name(code)
         if name in ("BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid"):
-            return OpcUaSecurityError(f"{what}: the server refused the identity ({name}): wrong user or password?",
-                                      code)
+            return OpcUaSecurityError(
+                f"{what}: the server refused the identity ({name}): wrong user or password, or an identity "
+                "certificate it does not accept?", code)
         if name.startswith("BadCertificate") or name.startswith("BadSecurity"):
             return OpcUaSecurityError(f"{what}: {name}: the server refused our certificate or policy", code)
         return OpcUaError(f"{what}: {name}", code)

@@ -149,6 +149,13 @@ class SimSecurity(StrictModel):
     users: dict[str, str] = Field(default_factory=dict, description="username -> password; empty: anonymous")
     pki_dir: str = Field("sim-pki", description="where the server's certificate is generated on first start")
     application_uri: str = "urn:edge-gateway:simulator"
+    certificate_uri: str | None = Field(
+        None, description="URI SAN of the generated server certificate; default application_uri (a different "
+        "one makes a misconfigured server whose certificate does not match the URI it announces)"
+    )
+    user_certificates: list[str] = Field(
+        default_factory=list, description="DER certificates accepted as X509 user identities (enables them)"
+    )
 
 
 class OpcUaSimConfig(StrictModel):

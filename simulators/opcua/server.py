@@ -70,15 +70,19 @@ def convert(value: Any, type_name: str) -> Any:
 
 
 class _Users:
-    """Username/password check for the simulator (anonymous is refused when users are configured)."""
+    """Username/password and X509 identity check for the simulator (anonymous is refused when either is
+    configured). ``certificate`` is the X509 token's DER, or the channel's client certificate otherwise."""
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], certificates: set[bytes] | None = None) -> None:
         self._users = users
+        self._certificates = certificates or set()
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
         if username is None:
-            return None if self._users else User(role=UserRole.User)
+            if certificate is not None and bytes(certificate) in self._certificates:
+                return User(role=UserRole.User, name="x509")
+            return None if self._users or self._certificates else User(role=UserRole.User)
         if self._users.get(username) == password:
             return User(role=UserRole.User, name=username)
         return None
@@ -133,7 +137,8 @@ class OpcUaSimulator:
 
     async def _start_server(self) -> None:
         cfg = self.cfg
-        users = _Users(cfg.security.users) if cfg.security.users else None
+        certs = {await asyncio.to_thread(Path(p).read_bytes) for p in cfg.security.user_certificates}
+        users = _Users(cfg.security.users, certs) if cfg.security.users or certs else None
         server = Server(user_manager=users)  # type: ignore[arg-type]  # duck-typed user manager
         await server.init()
         server.set_endpoint(self.url.replace(self.host, self.host, 1))
@@ -167,7 +172,7 @@ class OpcUaSimulator:
             await asyncio.to_thread(pki.mkdir, parents=True, exist_ok=True)
             key, cert = pki / "server_key.pem", pki / "server_cert.der"
             await setup_self_signed_certificate(
-                key, cert, sec.application_uri, socket.gethostname(),
+                key, cert, sec.certificate_uri or sec.application_uri, socket.gethostname(),
                 [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
                 {"commonName": "edge-gateway-simulator", "organizationName": "edge-gateway"},
             )
@@ -175,8 +180,10 @@ class OpcUaSimulator:
             await server.load_certificate(str(cert))
             await server.load_private_key(str(key))
         server.set_security_policy(types)
-        if sec.users:
-            server.set_identity_tokens([ua.UserNameIdentityToken])
+        tokens: list[type] = [ua.UserNameIdentityToken] if sec.users else []
+        tokens += [ua.X509IdentityToken] if sec.user_certificates else []
+        if tokens:
+            server.set_identity_tokens(tokens)
 
     async def _limits(self, server: Server) -> None:
         lim = self.cfg.limits

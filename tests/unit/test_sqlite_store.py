@@ -793,7 +793,6 @@ def test_time_parsing_and_formatting() -> None:
     assert format_time(0) == "1970-01-01T00:00:00.000Z"
 
 
-@pytest.mark.skipif(not (REPO / "gateway" / "cli" / "main.py").exists(), reason="gateway/cli/main.py not there yet")
 def test_query_through_the_real_cli(cli_db: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(

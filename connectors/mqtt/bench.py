@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.benchmark.result import BenchResult, ProcessMeter
+from gateway.benchmark.running import start_runtime
 
 
 def _free_port() -> int:
@@ -138,27 +139,13 @@ def run_sinks(params: dict[str, Any]) -> BenchResult:
                        target=">= 100,000/s to both sinks on one core; backlog drains >= 100,000/s", notes=notes)
 
 
-async def _start(path: Path) -> tuple[Any, asyncio.Event, asyncio.Task[None]]:
-    from gateway.config.loader import load_config
-    from gateway.logs import configure_logging
-    from gateway.runtime import Runtime
-
-    cfg = load_config(path)
-    configure_logging(cfg.log.level, cfg.log.format)
-    runtime = Runtime(cfg)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runtime.run(stop))
-    await runtime.started.wait()
-    return runtime, stop, task
-
-
 def _counts(runtime: Any) -> dict[str, float]:
     return {"in": sum(p.samples_in for p in runtime.pipelines.values()),
             **{name: d.delivered for name, d in runtime.deliveries.items()}}
 
 
 async def _steady(path: Path, duration: float) -> tuple[ProcessMeter, dict[str, float], int, int]:
-    runtime, stop, task = await _start(path)
+    runtime, stop, task = await start_runtime(path)
     await asyncio.sleep(2.0)  # warm-up: connections, first ticks, caches
     c0 = _counts(runtime)
     with ProcessMeter() as meter:
@@ -172,7 +159,7 @@ async def _steady(path: Path, duration: float) -> tuple[ProcessMeter, dict[str, 
 
 
 async def _outage(path: Path, outage: float, broker: _Server, vm: _Server) -> dict[str, float | int | str]:
-    runtime, stop, task = await _start(path)
+    runtime, stop, task = await start_runtime(path)
     await asyncio.sleep(2.0)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, broker.stop)

@@ -80,10 +80,8 @@ def _percentile(sorted_values: list[int], q: float) -> float:
 
 async def _measure(cfg_path: Path, sim_pids: list[int], duration: float, expected: int) -> dict[str, Any]:
     from connectors.opcua.source import OpcUaSource
-    from gateway.config.loader import load_config
-    from gateway.logs import configure_logging
+    from gateway.benchmark.running import start_runtime
     from gateway.model import Batch
-    from gateway.runtime import Runtime
     from gateway.spool import Spool
 
     latencies: list[int] = []
@@ -98,12 +96,7 @@ async def _measure(cfg_path: Path, sim_pids: list[int], duration: float, expecte
 
     Spool.append = timed_append  # type: ignore[method-assign]
     try:
-        cfg = load_config(cfg_path)
-        configure_logging(cfg.log.level, cfg.log.format)
-        runtime = Runtime(cfg)
-        stop = asyncio.Event()
-        task = asyncio.create_task(runtime.run(stop))
-        await runtime.started.wait()
+        runtime, stop, task = await start_runtime(cfg_path)
         t0 = time.monotonic()
         # warm-up: connect, 10,000 monitored items created, the first full publish delivered
         while sum(p.samples_in for p in runtime.pipelines.values()) < 2 * expected:

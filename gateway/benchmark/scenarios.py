@@ -107,16 +107,9 @@ def _pipeline(sink: str, target: str) -> Callable[[dict[str, Any]], BenchResult]
 
 async def _measure_runtime(path: Path, duration: float, target: str, name: str,
                            notes: dict[str, float | int | str]) -> BenchResult:
-    from gateway.config.loader import load_config
-    from gateway.logs import configure_logging
-    from gateway.runtime import Runtime
+    from gateway.benchmark.running import start_runtime
 
-    cfg = load_config(path)
-    configure_logging(cfg.log.level, cfg.log.format)
-    runtime = Runtime(cfg)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runtime.run(stop))
-    await runtime.started.wait()
+    runtime, stop, task = await start_runtime(path)
     await asyncio.sleep(2.0)  # warm-up: connections, first ticks, caches
     in0 = sum(p.samples_in for p in runtime.pipelines.values())
     out0 = sum(d.delivered for d in runtime.deliveries.values())

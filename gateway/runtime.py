@@ -196,7 +196,7 @@ class Runtime:
             ))
         return out
 
-    def _totals(self) -> tuple[int, int]:
+    def totals(self) -> tuple[int, int]:
         """Samples taken in (all sources) and delivered (all sinks) since start; survives reloads."""
         total_in = total_out = 0
         for metric in self.metrics.samples_in.collect():
@@ -209,10 +209,10 @@ class Runtime:
         """Each second: backlog gauges and sparkline points; every minute a one-line summary."""
         next_summary = time.monotonic() + SUMMARY_EVERY
         last_in = 0
-        prev_in, prev_t = self._totals(), time.monotonic()
+        prev_in, prev_t = self.totals(), time.monotonic()
         while True:
             await asyncio.sleep(1.0)
-            (now_in, now_out), now_t = self._totals(), time.monotonic()
+            (now_in, now_out), now_t = self.totals(), time.monotonic()
             self.metrics.rate_in.set((now_in - prev_in[0]) / (now_t - prev_t))
             self.metrics.rate_out.set((now_out - prev_in[1]) / (now_t - prev_t))
             prev_in, prev_t = (now_in, now_out), now_t

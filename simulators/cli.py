@@ -1,7 +1,12 @@
-"""``edge-gateway simulate PROTOCOL FILE``: serve simulated devices over a real protocol server.
+"""``edge-gateway simulate``: serve simulated equipment over real protocol servers.
 
-Each protocol's simulator owns a module ``simulators.<protocol>.cli`` with ``configure(parser)`` and
-``run(args) -> int``; it is imported only when chosen, so serving Modbus never loads asyncua.
+- ``simulate SCENARIO``: a whole line (``simulators.line``) over Modbus and OPC-UA at once; SCENARIO is
+  a scenario file or a built-in name (``bottling-line``, ``cnc-cell``).
+- ``simulate --replay FILE``: a recording (``edge-gateway record``) served again, same protocols.
+- ``simulate modbus FILE`` / ``simulate opcua FILE``: one protocol's device description.
+
+Each module (``simulators.<protocol>.cli``, ``simulators.line.cli``) has ``configure(parser)`` and
+``run(args) -> int`` and is imported only when chosen, so serving Modbus never loads asyncua.
 """
 
 from __future__ import annotations
@@ -19,39 +24,54 @@ PROTOCOLS = {
 }
 
 
-def _module(protocol: str) -> ModuleType | None:
+def _module(name: str) -> ModuleType | None:
     try:
-        return importlib.import_module(PROTOCOLS[protocol][0])
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name and PROTOCOLS[protocol][0].startswith(exc.name):
+        if exc.name and name.startswith(exc.name):
             return None
         raise
 
 
+USAGE = """edge-gateway simulate SCENARIO [options]       a line over Modbus and OPC-UA (bottling-line, cnc-cell, FILE)
+       edge-gateway simulate --replay FILE [options]  a recording served again
+       edge-gateway simulate modbus|opcua FILE [...]  one protocol's device description
+       (edge-gateway simulate SCENARIO -h: the options)"""
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="protocol", metavar="PROTOCOL")
-    sub.required = True
-    for name, (_, help_text) in PROTOCOLS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        module = _module(name)
-        if module is None:
-            p.add_argument("rest", nargs=argparse.REMAINDER)
-            continue
-        module.configure(p)
+    # The first word decides which parser reads the rest, so the forms cannot be argparse sub-commands
+    # (a scenario is a free path); each form's own parser gives its -h.
+    parser.usage = USAGE
+    parser.add_argument("argv", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.prefix_chars = "+"  # every word, `--replay` and `-h` included, goes to the chosen form's parser
 
 
 def _run(args: argparse.Namespace) -> int:
-    module = _module(args.protocol)
-    if module is None:
-        print(f"edge-gateway simulate {args.protocol}: this simulator is not installed", file=sys.stderr)
+    argv: list[str] = list(args.argv)
+    if not argv:
+        print(f"usage: {USAGE}", file=sys.stderr)
         return 2
-    result: int = module.run(args)
+    if argv[0] in ("-h", "--help"):
+        print(f"usage: {USAGE}\n")
+    protocol = argv[0] if argv[0] in PROTOCOLS else "line"
+    if protocol != "line":
+        argv = argv[1:]
+    target = PROTOCOLS.get(protocol, ("simulators.line.cli", ""))[0]
+    module = _module(target)
+    if module is None:
+        print(f"edge-gateway simulate {protocol}: this simulator is not installed", file=sys.stderr)
+        return 2
+    prog = "edge-gateway simulate" + ("" if protocol == "line" else f" {protocol}")
+    parser = argparse.ArgumentParser(prog=prog, description=(PROTOCOLS.get(protocol, ("", ""))[1] or None))
+    module.configure(parser)
+    result: int = module.run(parser.parse_args(argv))
     return result
 
 
 SIMULATE_COMMAND = CommandPlugin(
     name="simulate",
-    help="serve simulated devices (Modbus, OPC-UA) from a YAML description",
+    help="serve a simulated line, a recording, or single devices over Modbus and OPC-UA",
     configure=_configure,
     run=_run,
 )

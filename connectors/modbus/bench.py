@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from gateway.benchmark.result import BenchResult, ProcessMeter
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+from gateway.benchmark.servers import cpu_of as _cpu_of
+from gateway.benchmark.servers import free_port as _free_port
+from gateway.benchmark.servers import wait_port
 
 
 def _write_files(tmp: Path, port: int, devices: int, tags: int, interval: float) -> tuple[Path, Path]:
@@ -89,28 +83,6 @@ async def _measure(cfg_path: Path, sim_pid: int, duration: float) -> dict[str, A
             "skipped": c1[3] - c0[3], "sim_cpu_pct": round(100 * sim_cpu / meter.wall_s)}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, deadline_s: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"simulator did not listen on {port}") from None
-            time.sleep(0.05)
-
-
 def _one_run(devices: int, tags: int, interval: float, duration: float) -> dict[str, Any]:
     from simulators.modbus.server import start_subprocess
 
@@ -120,7 +92,7 @@ def _one_run(devices: int, tags: int, interval: float, duration: float) -> dict[
         sim_path, cfg_path = _write_files(tmp, port, devices, tags, interval)
         proc = start_subprocess(sim_path, port=port)
         try:
-            _wait_port(port)
+            wait_port(port, timeout=30.0)
             result = asyncio.run(_measure(cfg_path, proc.pid, duration))
         finally:
             proc.terminate()

@@ -9,84 +9,16 @@ Parameters (``edge-gateway bench sinks --param k=v``): ``rate`` (samples/s, defa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from gateway.benchmark.result import BenchResult, ProcessMeter
 from gateway.benchmark.running import start_runtime
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
-
-
-class _Server:
-    """A server process that can be stopped and started again on the same port and data directory."""
-
-    def __init__(self, argv: list[str], port: int) -> None:
-        self.argv = argv
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port, self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            self.proc = None
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
-    if found is None:
-        raise RuntimeError(f"{name} is not installed (apt-get install {name})")
-    return found
-
-
-@contextlib.contextmanager
-def _servers(tmp: Path) -> Iterator[tuple[_Server, _Server]]:
-    mq_port, vm_port = _free_port(), _free_port()
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {mq_port} 127.0.0.1\nallow_anonymous true\nuser root\n")
-    broker = _Server([_binary("mosquitto"), "-c", str(conf)], mq_port)
-    vm = _Server([_binary("victoria-metrics"), f"-httpListenAddr=127.0.0.1:{vm_port}",
-                  f"-storageDataPath={tmp / 'vm'}", "-retentionPeriod=100y", "-loggerLevel=ERROR"], vm_port)
-    broker.start()
-    vm.start()
-    try:
-        yield broker, vm
-    finally:
-        broker.stop()
-        vm.stop()
+from gateway.benchmark.servers import Server as _Server
+from gateway.benchmark.servers import servers as _servers
 
 
 def _config(tmp: Path, rate: int, mq_port: int, vm_port: int) -> Path:

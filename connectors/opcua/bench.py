@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,23 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.benchmark.result import BenchResult, ProcessMeter
+from gateway.benchmark.servers import cpu_of as _cpu_of
+from gateway.benchmark.servers import free_port as _free_port
 
-_TICKS = os.sysconf("SC_CLK_TCK")
 NS = "urn:edge-gateway:bench"
-
-
-def _cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _files(tmp: Path, ports: list[int], machines: int, per_machine: int, publishing: float) -> tuple[list[Path], Path]:

@@ -2,7 +2,7 @@
 
 Targets (issue "engine core"), on one core: 200,000 samples/s appended to the spool, 200,000 samples/s
 drained from it to a sink, and 100,000 samples/s in and out at once from the synthetic source through
-processing. Later issues add end-to-end scenarios (simulators, MQTT, the time-series store) here.
+processing. The end-to-end scenarios (simulators, MQTT, the time-series store) live in ``gateway.benchmark.e2e``.
 """
 
 from __future__ import annotations
@@ -147,5 +147,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("sinks", "synthetic --rate -> spool -> MQTT (per device, QoS 1) + InfluxDB (VictoriaMetrics); "
                  "then a 60 s outage of both uplinks at 10,000/s and the rate the backlog drains",
                  _lazy("connectors.mqtt.bench", "run_sinks")),
+        Scenario("e2e", "-p tags=N (10000) half Modbus, half OPC-UA at 1 s, simulators in their own processes -> "
+                 "MQTT + VictoriaMetrics -> a test subscriber: values/s, CPU, RSS, latency p50/p99, loss",
+                 _lazy("gateway.benchmark.e2e.scenario", "run_e2e")),
+        Scenario("e2e-sweep", "e2e at -p tags=500,2000,10000,50000 (-p duration=20 each); writes -p out=bench/ "
+                 "e2e.md, e2e.svg and appends to RESULTS.md", _lazy("gateway.benchmark.e2e.scenario", "run_sweep")),
     )
 }

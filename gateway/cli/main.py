@@ -22,7 +22,7 @@ PLUGIN_COMMANDS = {
     "browse": "the OPC-UA connector",
     "pki": "the OPC-UA connector",
     "simulate": "the simulators",
-    "record": "the simulators",
+    "record": "the recording connector (connectors.recording)",
 }
 
 Handler = Callable[[argparse.Namespace], int]

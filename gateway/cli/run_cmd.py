@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from typing import Any
 
 from gateway.cli.common import add_config_arg, load_or_report
@@ -18,12 +19,16 @@ WATCH_EVERY = 2.0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("run", help="run the gateway (without -c: the embedded default, synthetic -> local store)",
+    p = sub.add_parser("run", help="run the gateway (without -c: the embedded default, a simulated bottling line "
+                       "-> local store)",
                        description="Run the gateway until SIGTERM or Ctrl-C. SIGHUP, or a change to the config "
                        "file, reloads it: an invalid file is rejected and the running config kept; a valid one "
                        "restarts only the sources and sinks whose config changed.")
     add_config_arg(p)
     p.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP, not when the file changes")
+    p.add_argument("--summary", action=argparse.BooleanOptionalAction, default=None,
+                   help="a live summary on stdout (devices, tags, values/s, quality, spool); "
+                   "default: on for the embedded default")
     p.set_defaults(handler=run)
 
 
@@ -33,25 +38,48 @@ def run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(cfg.log.level, cfg.log.format)
     tune_gc()
-    asyncio.run(_main(cfg, watch=bool(args.config) and not args.no_watch))
-    return 0
+    summary = args.summary if args.summary is not None else not args.config
+    return asyncio.run(_main(cfg, watch=bool(args.config) and not args.no_watch, summary=summary))
 
 
-async def _main(cfg: GatewayConfig, *, watch: bool) -> None:
+async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool) -> int:
     stop = asyncio.Event()
     reload = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
-    watcher = asyncio.create_task(_watch(cfg.path, reload)) if watch else None
+    lines: list[Any] = []
+    if cfg.simulators:
+        # imported only when a config asks for a simulated line, so a production gateway never loads it
+        from simulators.line.embedded import EmbeddedLineError, config_base, start_lines
+
+        try:
+            lines = await start_lines(cfg.simulators, config_base(cfg))
+        except EmbeddedLineError as exc:
+            print(f"{cfg.path}: {exc}", file=sys.stderr)
+            return 2
+        get_logger("gateway.run").info("simulated lines serving", lines=[
+            f"{name}: modbus {s.placement.host}:{s.placement.modbus_port}, {s.opcua_url}"
+            for name, s in zip(cfg.simulators, lines, strict=True)])
+    runtime = Runtime(cfg)
+    tasks = [asyncio.create_task(_watch(cfg.path, reload))] if watch else []
+    if summary:
+        from gateway.console import summary_loop
+
+        tasks.append(asyncio.create_task(summary_loop(runtime)))
     try:
-        await Runtime(cfg).run(stop, reload)
+        await runtime.run(stop, reload)
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await task
+        if lines:
+            from simulators.line.embedded import stop_lines
+
+            await stop_lines(lines)
+    return 0
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

@@ -33,7 +33,7 @@ from pydantic_settings import (
 
 from gateway.config.base import NAME_PATTERN, Name, SinkConfigBase, SourceConfigBase, StrictModel
 from gateway.config.errors import Origin, format_errors
-from gateway.config.site import HttpConfig, LogConfig, SiteConfig, SpoolConfig
+from gateway.config.site import EmbeddedLineConfig, HttpConfig, LogConfig, SiteConfig, SpoolConfig
 from gateway.errors import ConfigError
 from gateway.plugins import SINKS_GROUP, SOURCES_GROUP, PluginError, installed_kinds, sink_plugin, source_plugin
 
@@ -73,6 +73,9 @@ class GatewayConfig(StrictModel):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    simulators: dict[Name, EmbeddedLineConfig] = Field(
+        default_factory=dict, description="simulated lines served inside this process (demos); name -> line"
+    )
     path: str = Field(EMBEDDED, exclude=True, description="the file this config was loaded from")
 
 

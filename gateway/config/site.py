@@ -78,3 +78,17 @@ class ProcessingDefaults(StrictModel):
     queue_batches: int = Field(
         256, ge=1, le=100_000, description="batches buffered between sources and the spool before back-pressure"
     )
+
+
+class EmbeddedLineConfig(StrictModel):
+    """A simulated line served inside the gateway's own process, on 127.0.0.1: the embedded default's
+    bottling line, or any PoC demo that should come up with one command. Not restarted by a reload."""
+
+    scenario: str = Field(
+        min_length=1, description="built-in scenario (bottling-line, cnc-cell) or a scenario file "
+        "(relative to the config file)"
+    )
+    host: str = "127.0.0.1"
+    modbus_port: int | None = Field(None, ge=1, le=65535, description="default: the scenario's")
+    opcua_port: int | None = Field(None, ge=1, le=65535, description="default: the scenario's")
+    speed: float = Field(1.0, gt=0, le=1000, description="time factor for the line's state machines")

@@ -61,6 +61,9 @@ class SimulatedDevice:
         self.unit = cfg.unit
         self.faults: list[SimFault] = list(cfg.faults)
         self.writes: list[tuple[Table, int, list[int] | list[bool]]] = []
+        # A line scenario takes writes itself (into its model, so OPC-UA sees them too): it gets the table,
+        # address and values and answers None (accepted) or an exception code; tags are then not held.
+        self.on_write: Callable[[Table, int, list[int] | list[bool]], int | None] | None = None
         self.traffic = [0]  # requests seen by the whole server; shared by its devices (see _action)
         self.server: Any = None
         self._clock = clock
@@ -123,11 +126,10 @@ class SimulatedDevice:
                 continue
             if live.held:
                 continue
-            if isinstance(spec, SimString):
-                value: Any = spec.text
+            if live.value is not None:  # a generator, or a line scenario's value (strings too)
+                value: Any = live.value(t)
             else:
-                assert live.value is not None
-                value = live.value(t)
+                value = spec.text if isinstance(spec, SimString) else 0
             idx = spec.address - start_address
             if spec.type == "bit":
                 mask = 1 << (spec.bit or 0)
@@ -187,6 +189,11 @@ async def _action(device: SimulatedDevice, function_code: int, start_address: in
             return ExcCodes(fault.exception)
     if set_values is None:
         device.refresh(table, first, count, start_address, registers)
+    elif device.on_write is not None:
+        refused = device.on_write(table, address, list(set_values))
+        if refused is not None:
+            return ExcCodes(refused)
+        device.writes.append((table, address, list(set_values)))
     else:
         device.writes.append((table, address, list(set_values)))
         device.hold(table, address, len(set_values))

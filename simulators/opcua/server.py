@@ -104,14 +104,20 @@ class Stats:
 
 
 class OpcUaSimulator:
-    def __init__(self, cfg: OpcUaSimConfig, *, host: str = "127.0.0.1", port: int = 4840) -> None:
+    """``generate=False``: no update loop and no scheduled faults; the owner (a line scenario, a replay)
+    sets every value through ``publish``."""
+
+    def __init__(self, cfg: OpcUaSimConfig, *, host: str = "127.0.0.1", port: int = 4840,
+                 generate: bool = True) -> None:
         self.cfg = cfg
+        self.generate = generate
         self.host = host
         self.port = port
         self.stats = Stats()
         self.server: Server | None = None
         self.ns = 0
         self._vars: list[_Var] = []
+        self._by_key: dict[str, _Var] = {}
         self._removed: set[str] = set()
         self._t0 = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
@@ -124,6 +130,8 @@ class OpcUaSimulator:
 
     async def start(self) -> None:
         await self._start_server()
+        if not self.generate:
+            return
         self._tasks.append(asyncio.create_task(self._update_loop(), name="opcua-sim-update"))
         for fault in self.cfg.faults:
             self._tasks.append(asyncio.create_task(self._fault_at(fault), name=f"opcua-sim-{fault.kind}"))
@@ -245,6 +253,7 @@ class OpcUaSimulator:
                 if v.eu_range is not None:
                     await var.add_property(ns, "EURange", ua.Range(Low=v.eu_range[0], High=v.eu_range[1]))
                 self._vars.append(_Var(var.nodeid, v, vt, gen))
+        self._by_key = {str(v.node.Identifier): v for v in self._vars}
 
     # --- values -------------------------------------------------------------------------------------
 
@@ -270,6 +279,36 @@ class OpcUaSimulator:
                 continue
             value = now if var.gen is None else convert(var.gen.value(t), var.cfg.type)
             await write(var.node, _dv(value, var.vt, now))
+
+    async def publish(self, updates: list[tuple[str, Any, int]]) -> None:
+        """Write ``(device.variable, value, status code)`` triples, stamped now (the owner's values)."""
+        server = self.server
+        if server is None:
+            return
+        now = datetime.now(UTC)
+        write = server.iserver.write_attribute_value
+        for key, value, status in updates:
+            var = self._by_key.get(key)
+            if var is None:
+                continue
+            held = value if var.cfg.type == "DateTime" else convert(value, var.cfg.type)
+            dv = ua.DataValue(ua.Variant(held, var.vt), StatusCode=ua.StatusCode(status),  # type: ignore[arg-type]
+                              SourceTimestamp=now, ServerTimestamp=now)  # type: ignore[arg-type]
+            await write(var.node, dv)
+
+    def current(self, key: str) -> Any:
+        """The value a variable holds now (after a client's write, say); None while the server is down."""
+        var = self._by_key.get(key)
+        if self.server is None or var is None:
+            return None
+        return self.server.iserver.read_attribute_value(var.node).Value.Value  # type: ignore[union-attr]
+
+    async def pause(self) -> None:
+        """Stop the server (sessions drop, the port closes) until ``resume``: a restarting PLC."""
+        await self._stop_server()
+
+    async def resume(self) -> None:
+        await self._start_server()
 
     async def set_value(self, device: str, variable: str, value: Any) -> None:
         """Set one variable and hold it there (its generator is replaced by the value, like a setpoint)."""

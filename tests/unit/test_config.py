@@ -122,12 +122,23 @@ sinks:
 def test_embedded_default_loads() -> None:
     cfg = load_config(None, env={})
     assert cfg.path == EMBEDDED
-    assert list(cfg.sources) == ["line_sim"] and list(cfg.sinks) == ["local_store"]
-    src, sink = cfg.sources["line_sim"], cfg.sinks["local_store"]
-    assert isinstance(src, SyntheticSourceConfig) and isinstance(sink, SqliteStoreConfig)
-    signals = {tag.signal for dev in src.devices.values() for tag in dev.tags}
-    assert len(src.devices) >= 2 and len(signals) >= 3
+    # the simulated bottling line, served in-process, collected over both protocols (tests/unit/test_line_configs.py
+    # checks every tag against the line's register map and node list)
+    assert list(cfg.sources) == ["line_modbus", "line_opcua"] and list(cfg.sinks) == ["local_store"]
+    assert [s.type for s in cfg.sources.values()] == ["modbus", "opcua"]
+    assert isinstance(cfg.sinks["local_store"], SqliteStoreConfig)
+    assert cfg.simulators["line"].scenario == "bottling-line"
     assert yaml.safe_load(default_config_text())["sinks"]["local_store"]["type"] == "sqlite"
+
+
+def test_embedded_default_takes_an_uplink_from_the_environment() -> None:
+    env = {"EDGEGW_SINKS__UPLINK__TYPE": "mqtt", "EDGEGW_SINKS__UPLINK__HOST": "broker.local",
+           "EDGEGW_SINKS__TSDB__TYPE": "influxdb", "EDGEGW_SINKS__TSDB__URL": "http://tsdb.local:8086",
+           "EDGEGW_SINKS__TSDB__BUCKET": "line", "EDGEGW_SINKS__TSDB__ORG": "acme"}
+    cfg = load_config(None, env=env)
+    assert list(cfg.sinks) == ["local_store", "uplink", "tsdb"]
+    assert [cfg.sinks[n].type for n in cfg.sinks] == ["sqlite", "mqtt", "influxdb"]
+    assert cfg.sinks["uplink"].host == "broker.local"
 
 
 def test_example_yaml_loads_for_real() -> None:
@@ -385,7 +396,7 @@ def test_section_of_the_wrong_shape(write: Write) -> None:
     p = write("sources: [gen]\n1: x\n")
     assert problems(p) == [
         f"{p}: sources: Input should be a valid dictionary",
-        f"{p}: 1: unknown key; expected one of: data_dir, http, log, sinks, site, sources, spool",
+        f"{p}: 1: unknown key; expected one of: data_dir, http, log, simulators, sinks, site, sources, spool",
     ]
 
 

@@ -47,9 +47,11 @@ def render(runtime: Runtime, rate_in: float, rate_out: float, uptime: float, *, 
         f"values/s in {rate_in:,.1f} · out {rate_out:,.1f} · spool {pending:,} pending ({per_sink or 'no sinks'})",
     ]
     if detail:
+        width = max((len(d["source"]) + len(d["device"]) + 1 for d in devices), default=0)
         for d in devices[:MAX_DEVICE_LINES]:
             reason = f"  {d['reason']}" if d["reason"] else ""
-            lines.append(f"  {d['source']}.{d['device']:<16} {d['state']:<8} {d['tags']:>4} tags{reason}")
+            name = f"{d['source']}.{d['device']}"
+            lines.append(f"  {name:<{width}}  {d['state']:<8} {d['tags']:>4} tags{reason}")
         if len(devices) > MAX_DEVICE_LINES:
             lines.append(f"  ... {len(devices) - MAX_DEVICE_LINES} more devices (http status page)")
     return lines

@@ -32,11 +32,13 @@ class DeliveryLoop:
         max_samples: int,
         retry_initial: float,
         retry_max: float,
+        linger: float = 0.0,
     ) -> None:
         self.sink = sink
         self.spool = spool
         self.sources = list(sources)
         self.max_samples = max_samples
+        self.linger = linger
         self.backoff = Backoff(retry_initial, retry_max)
         self.log = get_logger("gateway.delivery", sink=sink.name)
         self._out = metrics.samples_out.labels(sink.name)
@@ -69,6 +71,13 @@ class DeliveryLoop:
                     await self._deliver(reader, batches)
                 finally:
                     self._writing = False
+                if self.linger:
+                    written = sum(len(b.samples) for b in batches)
+                    # A write costs about the same whether it carries 50 samples or 5,000: while the sink
+                    # keeps up (less is waiting now than it just wrote, and that was not a full write), let
+                    # the next one gather what arrives meanwhile. A backlog is drained without pauses.
+                    if written < self.max_samples and reader.pending_samples() < written:
+                        await asyncio.sleep(self.linger)
         finally:
             reader.rewind()
             await asyncio.shield(self._close())

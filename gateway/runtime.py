@@ -22,7 +22,7 @@ from gateway.contracts import Sink, Source, WritableSource
 from gateway.delivery import DeliveryLoop
 from gateway.errors import WriteError
 from gateway.http_server import HttpEndpoint
-from gateway.live import LiveTags
+from gateway.live import HISTORY_POINTS, LiveTags
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.model import Value
@@ -61,7 +61,8 @@ class Runtime:
         self.data_dir = Path(config.data_dir).expanduser()
         spool_path = Path(config.spool.path).expanduser() if config.spool.path else self.data_dir / "spool.db"
         self.spool = Spool(spool_path, config.spool, self.metrics)
-        self.live = LiveTags()
+        # sparklines are for the status page only: without the endpoint keep none (~0.5 KB per tag)
+        self.live = LiveTags(HISTORY_POINTS if config.http.enabled else 0)
         self.sources: dict[str, Source] = {}
         self.pipelines: dict[str, SourcePipeline] = {}
         self.sinks: dict[str, Sink] = {}
@@ -90,7 +91,7 @@ class Runtime:
         self.sinks[name] = sink
         self.deliveries[name] = DeliveryLoop(
             sink, self.spool, kcfg.sources, self.metrics, max_samples=kcfg.batch_max_samples,
-            retry_initial=kcfg.retry_initial, retry_max=kcfg.retry_max,
+            retry_initial=kcfg.retry_initial, retry_max=kcfg.retry_max, linger=kcfg.linger,
         )
 
     def _start_source(self, name: str) -> None:

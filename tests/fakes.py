@@ -30,6 +30,7 @@ class RecordingSink:
         self.fail_left = config.fail_first
         self.reject_value = config.reject_value
         self.received: list[Sample] = []
+        self.writes = 0
         self.failures = 0
         self.got_data = asyncio.Event()
         RecordingSink.instances[name] = self
@@ -49,6 +50,7 @@ class RecordingSink:
             s.value == self.reject_value for b in batches for s in b.samples
         ):
             raise PermanentSinkError("bad value (test)")
+        self.writes += 1
         for b in batches:
             self.received.extend(b.samples)
         self.got_data.set()

@@ -4,20 +4,25 @@ The library's batching mode is not used: it drops data after its retries and its
 nothing. Each request here is one blocking HTTP POST of line protocol we built, run on this writer's
 dedicated executor thread (never the default executor, which ``asyncio.run`` waits for without limit).
 Library and urllib3 exceptions are turned into ``HttpRejected`` or ``RetryableSinkError`` here.
+
+Bodies are gzipped here, at ``gzip_level``, not by the library: its ``enable_gzip`` always compresses at
+level 9: ~6x the CPU of level 1 for a body only ~15-20 % smaller (line protocol of 10,000 samples:
+23 ms vs 4 ms for the whole write).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import urllib3
 from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
+from influxdb_client.service.write_service import WriteService
 
 from connectors.influxdb.config import InfluxSinkConfig
 from gateway.errors import RetryableSinkError
@@ -51,15 +56,26 @@ class InfluxWriter:
         # No library-level retries: the spool and the delivery loop retry, honouring Retry-After.
         self._client = InfluxDBClient(
             url=config.url, token=config.token.get_secret_value(), org=config.org,
-            timeout=int(config.timeout * 1000), enable_gzip=config.gzip, retries=False,
+            timeout=int(config.timeout * 1000), retries=False,
         )
-        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        # The write service is the write API's own last step; going to it directly skips a copy of the body.
+        self._service = WriteService(self._client.api_client)  # type: ignore[no-untyped-call]
+        if config.gzip:
+            self._client.api_client.set_default_header(  # type: ignore[no-untyped-call]
+                "Accept-Encoding", "identity")  # as enable_gzip did: error bodies stay readable
         self._precision = _PRECISION[config.precision]
+        self._level = config.gzip_level if config.gzip else 0
 
     def _post(self, body: bytes) -> None:
+        extra = {}
+        if self._level:
+            body = zlib.compress(body, self._level, wbits=31)  # wbits 31: a gzip stream
+            extra["content_encoding"] = "gzip"
         try:
-            self._api.write(bucket=self.config.bucket, org=self.config.org or "-", record=body,
-                            write_precision=self._precision)
+            self._service.post_write(  # type: ignore[no-untyped-call]
+                org=self.config.org or "-", bucket=self.config.bucket, body=body, precision=self._precision,
+                content_type="text/plain; charset=utf-8", **extra,
+            )
         except ApiException as exc:
             raise HttpRejected(int(exc.status or 0), _message(exc), _retry_after(exc.retry_after)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:

@@ -23,6 +23,10 @@ class InfluxSinkConfig(SinkConfigBase):
         "ms", description="timestamp precision written (and declared to the server)"
     )
     gzip: bool = Field(True, description="compress request bodies")
+    gzip_level: int = Field(
+        1, ge=1, le=9, description="gzip level: 1 is fastest; 9 makes bodies ~15-20 % smaller for ~8x the "
+        "compression CPU"
+    )
     timeout: Duration = Field(10.0, gt=0, description="HTTP request timeout")
     max_request_lines: int = Field(5000, ge=1, le=1_000_000, description="most points in one HTTP request")
     measurement: str = Field("{source}", description="measurement template")

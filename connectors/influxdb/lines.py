@@ -12,6 +12,10 @@ from gateway.model import Batch, Quality, Value
 _DIVISOR = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _QUALITY = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
 _isfinite = math.isfinite
+# the quality as an integer field: alone (no writable value), after a value, or as a per-tag field value
+_QUALITY_INT = {q: f"{int(q)}i" for q in Quality}
+_QUALITY_ONLY = {q: f" quality={int(q)}i" for q in Quality}
+_QUALITY_SUFFIX = {q: f",quality={int(q)}i" for q in Quality}
 
 
 def _escape_measurement(s: str) -> str:
@@ -39,7 +43,12 @@ def field_value(v: Value) -> str | None:
 
 
 class LineBuilder:
-    """Builds ``(lines, samples_per_line)`` for a write; every point is one line."""
+    """Builds ``(lines, samples_per_line)`` for a write; every point is one line.
+
+    The per-sample work is a few dict lookups and one string concatenation: series prefixes, ``key=``
+    field prefixes and the last timestamp's text are cached, and floats (the common value) skip the
+    generic ``field_value`` dispatch.
+    """
 
     def __init__(self, config: InfluxSinkConfig, site: SiteConfig) -> None:
         self.config = config
@@ -48,7 +57,8 @@ class LineBuilder:
         self._gateway_time = config.time_basis == "gateway"
         self._prefixes: dict[tuple[str, str, str, Quality], str] = {}
         self._quality_tag = config.quality == "tag"
-        self._fields: dict[str, str] = {}
+        self._quality_field = config.quality == "field"
+        self._fields: dict[str, str] = {}  # tag -> "escaped=" (and "<tag>_quality=")
 
     def _prefix(self, source: str, device: str, tag: str, quality: Quality) -> str:
         """``measurement,k=v,...`` with tags sorted by key (the server's fast path); cached per series."""
@@ -69,10 +79,13 @@ class LineBuilder:
                 self._prefixes[key] = p
         return p
 
-    def _field(self, tag: str) -> str:
-        f = self._fields.get(tag)
+    def _field(self, name: str) -> str:
+        """``escaped_name=``, cached (bounded like the prefixes: tag names are configuration, not data)."""
+        f = self._fields.get(name)
         if f is None:
-            f = self._fields[tag] = escape_key(tag)
+            f = escape_key(name) + "="
+            if len(self._fields) < 1_000_000:
+                self._fields[name] = f
         return f
 
     def build(self, batches: Sequence[Batch]) -> tuple[list[str], list[int]]:
@@ -85,49 +98,65 @@ class LineBuilder:
                 self._per_device(b, lines, counts)
         return lines, counts
 
-    def _ts(self, source_ts: int, gateway_ts: int) -> int:
-        return (gateway_ts if self._gateway_time else (source_ts or gateway_ts)) // self._div
-
     def _per_sample(self, batch: Batch, lines: list[str], counts: list[int]) -> None:
-        q_mode = self.config.quality
-        prefix, source = self._prefix, batch.source
+        q_field, gateway_time, div = self._quality_field, self._gateway_time, self._div
+        prefixes, source = self._prefixes, batch.source
+        last_ts: tuple[int, int] | None = None
+        ts = ""
         for s in batch.samples:
-            v = field_value(s.value)
-            fields = [] if v is None else [f"value={v}"]
-            p = prefix(source, s.device, s.tag, s.quality)
-            if q_mode == "field":
-                fields.append(f"quality={int(s.quality)}i")
-            if fields:
-                lines.append(f"{p} {','.join(fields)} {self._ts(s.source_ts, s.gateway_ts)}")
-                counts.append(1)
+            v = s[2]
+            if type(v) is float:
+                fv: str | None = repr(v) if _isfinite(v) else None
+            else:
+                fv = field_value(v)
+            if fv is None and not q_field:
+                continue
+            q = s[3]
+            p = prefixes.get((source, s[0], s[1], q)) or self._prefix(source, s[0], s[1], q)
+            if (s[5], s[6]) != last_ts:  # samples of one poll share their timestamps: format them once
+                last_ts = s[5], s[6]
+                ts = " " + str((s[6] if gateway_time else (s[5] or s[6])) // div)
+            if fv is None:
+                lines.append(p + _QUALITY_ONLY[q] + ts)
+            elif q_field:
+                lines.append(p + " value=" + fv + _QUALITY_SUFFIX[q] + ts)
+            else:
+                lines.append(p + " value=" + fv + ts)
+            counts.append(1)
 
     def _per_device(self, batch: Batch, lines: list[str], counts: list[int]) -> None:
-        q_mode = self.config.quality
+        split_q, q_field = self._quality_tag, self._quality_field
         samples = batch.samples
         n = len(samples)
         i = 0
-        field = self._field
+        names, field = self._fields, self._field
         while i < n:
             first = samples[i]
-            dev, sts, gts = first.device, first.source_ts, first.gateway_ts
-            q = first.quality
+            dev, q, sts, gts = first[0], first[3], first[5], first[6]
             fields: list[str] = []
             seen: set[str] = set()
             j = i
             while j < n:
                 s = samples[j]
-                if s.device != dev or s.source_ts != sts or s.gateway_ts != gts or s.tag in seen or (
-                        q_mode == "tag" and s.quality != q):
+                tag = s[1]
+                if s[0] != dev or s[5] != sts or s[6] != gts or tag in seen or (split_q and s[3] != q):
                     break
-                seen.add(s.tag)
-                v = field_value(s.value)
-                if v is not None:
-                    fields.append(f"{field(s.tag)}={v}")
-                if q_mode == "field":
-                    fields.append(f"{field(s.tag + '_quality')}={int(s.quality)}i")
+                seen.add(tag)
+                v = s[2]
+                if type(v) is float:
+                    if _isfinite(v):
+                        fields.append((names.get(tag) or field(tag)) + repr(v))
+                else:
+                    fv = field_value(v)
+                    if fv is not None:
+                        fields.append((names.get(tag) or field(tag)) + fv)
+                if q_field:
+                    qname = tag + "_quality"
+                    fields.append((names.get(qname) or field(qname)) + _QUALITY_INT[s[3]])
                 j += 1
             if fields:
-                p = self._prefix(batch.source, dev, "", q)
-                lines.append(f"{p} {','.join(fields)} {self._ts(sts, gts)}")
+                p = self._prefixes.get((batch.source, dev, "", q)) or self._prefix(batch.source, dev, "", q)
+                ts = (gts if self._gateway_time else (sts or gts)) // self._div
+                lines.append(p + " " + ",".join(fields) + " " + str(ts))
                 counts.append(j - i)
             i = j

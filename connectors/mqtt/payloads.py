@@ -4,7 +4,7 @@ Layout ``tag``: one message per sample on ``…/{device}/{tag}``::
 
     {"value": 21.5, "quality": "good", "ts": "2026-11-23T21:07:51.123Z", "unit": "degC"}
 
-Layout ``device``: one message per device and scan (samples of one device sharing a timestamp)::
+Layout ``device``: one message per device and timestamp in a batch (a scan)::
 
     {"ts": "2026-11-23T21:07:51.123Z", "source": "plc1", "device": "filler",
      "values": {"temperature": 21.5, "running": true, "state": "RUN"},
@@ -16,6 +16,11 @@ only the tags whose quality is not good (an empty object when all are good), so 
 small; ``units`` is present when the sink's ``units`` option is on and some tag has one.
 Timestamps are the device's (``source_ts``), else the gateway's receive time, in UTC with milliseconds.
 Non-finite floats (NaN, inf) are not valid JSON and are sent as ``null``.
+
+Samples are grouped by (device, timestamp) over the whole batch, whatever their order: an OPC-UA
+notification with queue size > 1 interleaves timestamps item by item. A device's messages go out in
+time order. A tag seen twice for one device and timestamp is not dropped: the repeat goes into a further
+message with that timestamp.
 """
 
 from __future__ import annotations
@@ -24,12 +29,22 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from itertools import groupby
+from operator import itemgetter
 
 from gateway.config.site import SiteConfig
 from gateway.model import Batch, Quality, Sample, Value
 
 _QUALITY = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
 _isfinite = math.isfinite
+# Sample fields by index, applied with map() so the per-sample loop stays in C
+_device, _tag, _value, _quality, _source_ts, _unit = (itemgetter(i) for i in (0, 1, 2, 3, 5, 7))
+# Compact like the hand-built payloads; allow_nan=False raises on NaN/inf instead of emitting invalid JSON.
+# One encoder instance: json.dumps with options would build a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
+# Below this many samples a message is concatenated in Python: the json encoder costs a few µs per call,
+# which only pays off when its C loop replaces enough per-sample Python work.
+SMALL_GROUP = 16
 
 
 def json_value(v: Value) -> str:
@@ -51,19 +66,24 @@ def _safe(segment: str) -> str:
 
 
 class TimestampFormatter:
-    """ns since the epoch -> ``2026-11-23T21:07:51.123Z``; a batch shares one timestamp, so cache it."""
+    """ns since the epoch -> ``2026-11-23T21:07:51.123Z``; a batch shares one timestamp, so cache it,
+    and OPC-UA timestamps differ by milliseconds, so cache the seconds too."""
 
-    __slots__ = ("_last", "_last_ns")
+    __slots__ = ("_last", "_last_ns", "_prefix", "_sec")
 
     def __init__(self) -> None:
         self._last_ns = -1
         self._last = ""
+        self._sec = -1
+        self._prefix = ""
 
     def __call__(self, ns: int) -> str:
         if ns == self._last_ns:
             return self._last
-        ms = ns // 1_000_000
-        s = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+        sec, ms = divmod(ns // 1_000_000, 1000)
+        if sec != self._sec:
+            self._sec, self._prefix = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        s = f"{self._prefix}.{ms:03d}Z"
         self._last_ns, self._last = ns, s
         return s
 
@@ -78,6 +98,7 @@ class Encoder:
         self._site = {"enterprise": site.enterprise, "site": site.site, "area": site.area, "line": site.line}
         self._topics: dict[tuple[str, str, str], str] = {}
         self._keys: dict[str, str] = {}
+        self._devices: dict[tuple[str, str], tuple[str, str]] = {}
         self._ts = TimestampFormatter()
 
     def topic(self, source: str, device: str, tag: str = "") -> str:
@@ -88,6 +109,15 @@ class Encoder:
             if len(self._topics) < 1_000_000:
                 self._topics[key] = t
         return t
+
+    def _device_parts(self, source: str, device: str) -> tuple[str, str]:
+        """The topic of a device's messages and their ``"source":…,"device":…`` part, built once."""
+        d = self._devices.get((source, device))
+        if d is None:
+            d = (self.topic(source, device), f'"source":{self._key(source)},"device":{self._key(device)}')
+            if len(self._devices) < 1_000_000:
+                self._devices[source, device] = d
+        return d
 
     def _key(self, tag: str) -> str:
         k = self._keys.get(tag)
@@ -115,31 +145,91 @@ class Encoder:
             out.append((topic(source, s.device, s.tag), payload.encode()))
 
     def _per_device(self, batch: Batch, out: list[tuple[str, bytes]]) -> None:
-        samples = batch.samples
-        n = len(samples)
-        i = 0
-        while i < n:
-            first = samples[i]
-            dev, ts = first.device, first.source_ts or first.gateway_ts
-            j = i + 1
-            seen = {first.tag}
-            while j < n:
-                s = samples[j]
-                if s.device != dev or (s.source_ts or s.gateway_ts) != ts or s.tag in seen:
+        source, samples = batch.source, batch.samples
+        groups: dict[tuple[str, int], list[Sample]] = {}
+        tss = list(map(_source_ts, samples))
+        if tss and 0 not in tss and tss.count(tss[0]) == len(tss):
+            # one timestamp (a scan, the common case): group by device alone, its runs found in C
+            ts = tss[0]
+            for device, run in groupby(samples, _device):
+                group = groups.get((device, ts))
+                if group is None:
+                    groups[device, ts] = list(run)
+                else:
+                    group.extend(run)
+            items = list(groups.items())
+        else:
+            for s in samples:
+                key = (s[0], s[5] or s[6])  # no device timestamp: the gateway's receive time
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [s]
+                else:
+                    group.append(s)
+            items = list(groups.items())
+            last: dict[str, int] = {}
+            for device, ts in groups:
+                if last.setdefault(device, ts) > ts:  # a device's timestamps out of order: sort
+                    rank = {d: i for i, d in enumerate(dict.fromkeys(map(_first, groups)))}
+                    items.sort(key=lambda item: (rank[item[0][0]], item[0][1]))  # stable
                     break
-                seen.add(s.tag)
-                j += 1
-            out.append((self.topic(batch.source, dev), self._device_payload(batch.source, samples[i:j], ts)))
-            i = j
+                last[device] = ts
+        payload = self._device_payload
+        for (device, ts), group in items:
+            t = self._device_parts(source, device)[0]
+            if len(group) > 1 and len(set(map(_tag, group))) < len(group):
+                out.extend([(t, payload(source, device, ts, part)) for part in _split_repeats(group)])
+            else:
+                out.append((t, payload(source, device, ts, group)))
 
-    def _device_payload(self, source: str, group: list[Sample], ts: int) -> bytes:
-        key = self._key
-        values = ",".join([f"{key(s.tag)}:{json_value(s.value)}" for s in group])
-        bad = ",".join([f'{key(s.tag)}:"{_QUALITY[s.quality]}"' for s in group if s.quality])
+    def _device_payload(self, source: str, device: str, ts: int, group: list[Sample]) -> bytes:
+        if len(group) < SMALL_GROUP:
+            return self._small_device_payload(self._device_parts(source, device)[1], ts, group)
+        # Per sample only C runs here (map, zip, dict, the json encoder's loop); Python works per message.
+        tags = list(map(_tag, group))
+        values = dict(zip(tags, map(_value, group), strict=True))
+        doc: dict[str, object] = {"ts": self._ts(ts), "source": source, "device": device, "values": values}
+        qualities = list(map(_quality, group))
+        doc["quality"] = {t: _QUALITY[q] for t, q in zip(tags, qualities, strict=True) if q} if any(qualities) else {}
+        if self.units:
+            units = list(map(_unit, group))
+            if None not in units:
+                doc["units"] = dict(zip(tags, units, strict=True))
+            elif u := {t: unit for t, unit in zip(tags, units, strict=True) if unit is not None}:
+                doc["units"] = u
+        try:
+            return _encode(doc).encode()
+        except ValueError:  # NaN or inf somewhere: rare, so only then look at every value
+            doc["values"] = {t: None if type(v) is float and not _isfinite(v) else v for t, v in values.items()}
+            return _encode(doc).encode()
+
+    def _small_device_payload(self, header: str, ts: int, group: list[Sample]) -> bytes:
+        keys, key = self._keys.get, self._key  # a JSON string is never empty: `or` only on a miss
+        values = ",".join([f"{keys(s[1]) or key(s[1])}:{json_value(s[2])}" for s in group])
+        bad = ",".join([f'{keys(s[1]) or key(s[1])}:"{_QUALITY[s[3]]}"' for s in group if s[3]])
         units = ""
         if self.units:
-            u = ",".join([f"{key(s.tag)}:{json.dumps(s.unit)}" for s in group if s.unit is not None])
+            u = ",".join([f"{keys(s[1]) or key(s[1])}:{keys(s[7]) or key(s[7])}" for s in group if s[7] is not None])
             if u:
                 units = f',"units":{{{u}}}'
-        return (f'{{"ts":"{self._ts(ts)}","source":{key(source)},"device":{key(group[0].device)},'
-                f'"values":{{{values}}},"quality":{{{bad}}}{units}}}').encode()
+        return f'{{"ts":"{self._ts(ts)}",{header},"values":{{{values}}},"quality":{{{bad}}}{units}}}'.encode()
+
+
+def _first(pair: tuple[str, int]) -> str:
+    return pair[0]
+
+
+def _split_repeats(group: list[Sample]) -> list[list[Sample]]:
+    """The first occurrence of each tag in the first part, the second in the next one, and so on."""
+    parts: list[list[Sample]] = []
+    seen: list[set[str]] = []
+    for s in group:
+        k = 0
+        while k < len(parts) and s[1] in seen[k]:
+            k += 1
+        if k == len(parts):
+            parts.append([])
+            seen.append(set())
+        parts[k].append(s)
+        seen[k].add(s[1])
+    return parts

@@ -103,7 +103,8 @@ class OpcUaDevice(StrictModel):
     queue_size: int = Field(1, ge=1, le=10_000, description="default per-tag server queue size")
     poll_interval: Duration = Field(1.0, gt=0, description="time between batched reads in poll mode")
     timestamp: Literal["source", "server", "gateway"] = Field(
-        "source", description="which timestamp becomes the sample's source_ts (missing ones fall back)"
+        "source", description="which timestamp becomes the sample's source_ts; only that one is requested with "
+        "subscribed values (a value the server sends without it gets the gateway's time)"
     )
     timeout: Duration = Field(5.0, gt=0, description="per-request timeout")
     watchdog: Duration = Field(

@@ -338,7 +338,7 @@ class OpcUaSource:
         dev.lost_reason = None
         codes = await session.subscribe(
             cfg.publishing_interval, items, dev.on_rows, dev.on_keepalive, dev.on_status,
-            keepalive_count=keepalive,
+            keepalive_count=keepalive, timestamps=cfg.timestamp,
         )
         refused: dict[int, list[int]] = {}
         for it, code in zip(items, codes, strict=True):

@@ -129,6 +129,10 @@ class SinkConfigBase(StrictModel):
     batch_max_samples: int = Field(
         5000, ge=1, le=1_000_000, description="most samples handed to the sink in one write"
     )
+    linger: Duration = Field(
+        0.05, ge=0, le=60, description="after a write that was not full, wait this long before the next one: "
+        "fewer, larger writes (less CPU per sample) for at most this much added latency; 0: write at once"
+    )
     retry_initial: Duration = Field(0.5, description="first retry delay after a failed write")
     retry_max: Duration = Field(30.0, description="longest retry delay (exponential backoff with jitter)")
     max_pending_age: Duration = Field(

@@ -16,7 +16,12 @@ class EmbeddedLineError(Exception):
 
 async def start_lines(lines: Mapping[str, EmbeddedLineConfig], base: Path) -> list[LineServer]:
     """Start every configured line; on a failure the ones already started are stopped again."""
+    import logging
+
     from pydantic import ValidationError
+
+    # the simulated servers' own chatter (e.g. "no encrypting policy") is not the gateway's business
+    logging.getLogger("asyncua.server").setLevel(logging.ERROR)
 
     from simulators.line.model import LineModel
     from simulators.line.scenario import load_scenario

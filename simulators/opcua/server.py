@@ -274,9 +274,14 @@ class OpcUaSimulator:
             return
         now = datetime.now(UTC)
         write = server.iserver.write_attribute_value
-        for var in self._vars:
+        for i, var in enumerate(self._vars):
             if var.cfg.writable or (var.gen is None and not isinstance(var.cfg, VarClock)):
                 continue
+            if i % 100 == 99:
+                # Thousands of writes take a while: stamp each value when it really changed, and let the
+                # publish loop send what has changed so far (a real server publishes while it updates).
+                now = datetime.now(UTC)
+                await asyncio.sleep(0)
             value = now if var.gen is None else convert(var.gen.value(t), var.cfg.type)
             await write(var.node, _dv(value, var.vt, now))
 

@@ -80,7 +80,7 @@ async def test_exception_marks_only_its_block_bad_and_keeps_the_link() -> None:
     source = ModbusSource("m", cfg, metrics=metrics)
     async with running_simulator(sim, port=port) as server, running(source, rec):
         await rec.wait_for(lambda: len(rec.batches) >= 3)
-        last = {s.tag: s for s in rec.batches[-1][1].samples}
+        last = {s.tag: s for s in rec.samples()}  # each tag's latest sample
         assert (last["a"].value, last["a"].quality, last["b"].value) == (11, Quality.GOOD, 12)
         assert (last["c"].quality, last["c"].status, last["d"].quality, last["d"].status) == (
             Quality.BAD, 2, Quality.BAD, 2)
@@ -93,7 +93,7 @@ async def test_exception_marks_only_its_block_bad_and_keeps_the_link() -> None:
         server.set_faults("plc", [])
         n = len(rec.batches)
         await rec.wait_for(lambda: len(rec.batches) > n + 1)
-        last = {s.tag: s for s in rec.batches[-1][1].samples}
+        last = {s.tag: s for s in rec.samples()}
         assert (last["c"].value, last["d"].value, last["c"].quality) == (13, 14, Quality.GOOD)
 
 

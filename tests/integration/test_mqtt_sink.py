@@ -60,6 +60,26 @@ async def test_device_layout_one_message_per_device_and_scan(mosquitto_server: M
     assert status[0] == b"online" and status[-1] == b"offline"
 
 
+async def test_device_layout_interleaved_timestamps_one_message_each(mosquitto_server: Mosquitto) -> None:
+    """An OPC-UA notification with several values per item (t1 a, t2 a, t1 b, ...): one message per device and ts."""
+    sink = make_sink(mosquitto_server.port, name="interleaved")
+    t2 = TS + 100_000_000
+    samples = [Sample(d, f"t{i}", i * 10 + k, Quality.GOOD, 0, ts, TS + 10**9)
+               for d in ("opc_m1", "opc_m2") for i in range(100) for k, ts in enumerate((TS, t2))]
+    with Subscriber(mosquitto_server.port, ["acme/busan/packaging/line1/#"]) as sub:
+        await open_connected(sink)
+        await sink.write([Batch("opc", samples)])
+        await sink.close()
+        # our own offline status (a live one, not retained from an earlier test) comes after every data message
+        got = await sub.wait_for(lambda m: any(r.payload == b"offline" and not r.retain for r in m))
+    docs = [(r.topic, json.loads(r.payload)) for r in got if "/gateway/" not in r.topic]
+    stamps = (TS_ISO, TS_ISO[:-4] + "418Z")
+    assert [(t, d["ts"]) for t, d in docs] == [
+        (f"acme/busan/packaging/line1/{dev}", ts) for dev in ("opc_m1", "opc_m2") for ts in stamps]
+    per_device = [{f"t{i}": i * 10 + k for i in range(100)} for k in (0, 1)]
+    assert [d["values"] for _, d in docs] == per_device * 2
+
+
 @pytest.mark.parametrize("qos", [0, 1, 2])
 async def test_tag_layout_every_sample_with_its_topic_and_payload(mosquitto_server: Mosquitto, qos: int) -> None:
     sink = make_sink(mosquitto_server.port, name=f"tags{qos}", layout="tag", qos=qos,

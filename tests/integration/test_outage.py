@@ -107,12 +107,16 @@ def test_broker_and_store_outage_loses_nothing(tmp_path: Path, kill: bool) -> No
             broker_cm.__enter__()
             vm_cm.__enter__()
             servers_up = True
-            # drained: both sinks report nothing pending (the gauge is refreshed every second)
+            # drained: both sinks have less than a second of production pending (the gauge is refreshed
+            # every second; a lingering sink always holds the last few ticks). Delivery is in order, so
+            # everything older than that, i.e. everything before t_check (2.5 s earlier), was delivered.
             t_check = time.time_ns()
             log = config.parent / "gateway.log"
+            per_second = 3 / 0.02
             try:
-                poll(lambda: (g := sink_gauges(http_port)).get("cloud") == 0 and g.get("tsdb") == 0
-                     and time.time_ns() > t_check + 2_500_000_000, 40, "backlog drained")
+                poll(lambda: (g := sink_gauges(http_port)).get("cloud", 1e9) < per_second
+                     and g.get("tsdb", 1e9) < per_second and time.time_ns() > t_check + 2_500_000_000, 40,
+                     "backlog drained")
             except AssertionError as exc:
                 tail = log.read_text()[-4000:]
                 raise AssertionError(f"{exc}; pending {sink_gauges(http_port)}; log:\n{tail}") from None

@@ -253,3 +253,27 @@ async def test_stop_while_a_sink_is_down_is_quick_and_keeps_the_backlog(tmp_path
     stop2.set()
     await asyncio.wait_for(task2, 5)
     assert [s.value for s in recovered.received] == list(range(taken))
+
+
+async def test_a_lingering_sink_writes_less_often_and_loses_nothing(tmp_path: Path, fake_plugins: None) -> None:
+    """``linger``: while a sink keeps up, it waits that long after a write, so writes carry more samples."""
+    path = write_config(tmp_path, {
+        "data_dir": str(tmp_path / "data"),
+        "sources": {"gen": {"type": "synthetic", "interval": "10ms", "devices": {
+            "m": {"tags": [{"name": "c", "signal": "counter"}]}}}},
+        "sinks": {"eager": {"type": "recording", "linger": "0s"},
+                  "lazy": {"type": "recording", "linger": "250ms"}},
+    })
+    runtime = Runtime(load_config(path))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    await asyncio.wait_for(runtime.started.wait(), 10)
+    eager, lazy = RecordingSink.instances["eager"], RecordingSink.instances["lazy"]
+    await wait_until(lambda: len(eager.received) >= 150)  # 1.5 s at 100 samples/s
+    await wait_until(lambda: len(lazy.received) >= 150, timeout=2)  # at most a linger behind
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert eager.writes >= 5 * lazy.writes, (eager.writes, lazy.writes)  # ~1 per tick vs ~4 a second
+    for sink in (eager, lazy):
+        values = [s.value for s in sink.received]
+        assert values == list(range(len(values))), f"{sink.name}: gap or reorder"

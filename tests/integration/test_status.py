@@ -17,6 +17,8 @@ import pytest
 import yaml
 
 from gateway.config.loader import load_config
+from gateway.live import LiveTags
+from gateway.model import Quality, Sample
 from gateway.runtime import Runtime
 from tests import fakes
 from tests.fakes import RecordingSink, ToggleSource
@@ -150,6 +152,32 @@ async def test_tags_api_filters_pages_and_keeps_history(tmp_path: Path, running:
     assert hist == sorted(hist)  # the toggle source counts up: its sparkline rises
     status, page_html = await get(rt, "/")
     assert status == 200 and "<title>Edge gateway status</title>" in page_html
+
+
+def test_history_keeps_the_last_seconds_of_numeric_values() -> None:
+    live = LiveTags(history_points=3)
+    live.record("a", [Sample("m", "x", 1.5), Sample("m", "s", "text"), Sample("m", "b", True)])
+    live.sample_history()
+    live.record("b", [Sample("n", "y", 10)])  # a source and a tag that appear later
+    live.record("a", [Sample("m", "x", None, Quality.BAD), Sample("m", "z", 7)])
+    live.sample_history()
+    for i in range(2):
+        live.record("a", [Sample("m", "x", float(i)), Sample("m", "z", 10**400)])  # no double holds 10**400
+        live.sample_history()
+
+    def history() -> dict[str, tuple[float, ...]]:
+        return {f"{v.source}.{v.sample.tag}": v.history for v in live.select(history=True)[1]}
+
+    assert history() == {"a.b": (1.0, 1.0, 1.0), "a.s": (), "a.x": (0.0, 1.0), "a.z": (7.0,),
+                         "b.y": (10.0, 10.0, 10.0)}  # three seconds; BAD, text and too large leave gaps
+    assert [v.history for v in live.select("b.n.y")[1]] == [()]  # only on request
+    live.forget_source("a")
+    live.record("a", [Sample("m", "new", 2.5)])  # takes the old tags' places, not their history
+    assert history() == {"a.new": (), "b.y": (10.0, 10.0, 10.0)}
+    off = LiveTags(history_points=0)  # no endpoint, nothing kept
+    off.record("a", [Sample("m", "x", 1.0)])
+    off.sample_history()
+    assert [v.history for v in off.select(history=True)[1]] == [()]
 
 
 async def test_basic_auth_protects_everything_but_health(tmp_path: Path, running: Callable[..., Any]) -> None:

@@ -47,11 +47,22 @@ def test_quality_as_field_none_values_and_gateway_time() -> None:
     assert build(s, quality="none", precision="ms", tags={}) == ["plc b=1.5 1795460550318"]
 
 
+def test_value_layout_shares_timestamps_and_writes_quality_alone() -> None:
+    s = [Sample("m1", "a", 1.5, Quality.GOOD, 0, TS, TS), Sample("m1", "b", None, Quality.BAD, 4, TS, TS),
+         Sample("m1", "a", float("inf"), Quality.GOOD, 0, TS + 10**9, TS + 10**9)]
+    assert build(s, fields="value", quality="field", precision="s", tags={}) == [
+        "plc,tag=a value=1.5,quality=0i 1795460550", "plc,tag=b quality=2i 1795460550",
+        "plc,tag=a quality=0i 1795460551"]
+    assert build(s, fields="value", quality="none", precision="s", tags={}) == ["plc,tag=a value=1.5 1795460550"]
+
+
 @pytest.mark.parametrize(("cfg", "message"), [
     ({"measurement": "{tag}"}, "cannot appear in measurement or tags"),
     ({"fields": "value", "tags": {"tag": "{device}"}}, "tag key `tag`"),
     ({"tags": {"x": "{bogus}"}}, "unknown placeholder(s) bogus"),
     ({"precision": "m"}, "precision"),
+    ({"gzip_level": 0}, "gzip_level"),
+    ({"gzip_level": 10}, "gzip_level"),
 ])
 def test_config_errors(tmp_path: Path, cfg: dict[str, object], message: str) -> None:
     path = tmp_path / "gw.yaml"

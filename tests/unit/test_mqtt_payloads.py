@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from connectors.mqtt import payloads
 from connectors.mqtt.adapter import InboundMessage
 from connectors.mqtt.commands import CommandHandler, parse_ts
 from connectors.mqtt.config import CommandConfig, MqttSinkConfig
@@ -32,6 +33,9 @@ def test_timestamp_is_utc_iso_with_milliseconds() -> None:
     fmt = TimestampFormatter()
     assert fmt(TS) == "2026-11-23T19:02:30.318Z"
     assert fmt(0) == "1970-01-01T00:00:00.000Z"
+    # the seconds are cached apart from the milliseconds
+    assert [fmt(TS + d) for d in (10**6, 999 * 10**6, 10**9, 3600 * 10**9)] == [
+        "2026-11-23T19:02:30.319Z", "2026-11-23T19:02:31.317Z", "2026-11-23T19:02:31.318Z", "2026-11-23T20:02:30.318Z"]
 
 
 def test_device_layout_groups_by_device_and_timestamp() -> None:
@@ -46,6 +50,63 @@ def test_device_layout_groups_by_device_and_timestamp() -> None:
     assert docs[1]["values"] == {"a": 1.5} and docs[1]["ts"] == "2026-11-23T19:02:31.318Z"
     # no device timestamp: the gateway's receive time
     assert docs[2]["values"] == {"a": None} and docs[2]["quality"] == {"a": "bad"}
+
+
+def device_docs(samples: list[Sample], units: bool = False) -> list[tuple[str, dict[str, object]]]:
+    enc = Encoder("{source}/{device}", SITE, layout="device", units=units)
+    return [(t, json.loads(p)) for t, p in enc.encode([Batch("plc", samples)])]
+
+
+@pytest.mark.parametrize("ntags", [3, 2 * payloads.SMALL_GROUP])  # both ways of building a payload
+def test_device_layout_interleaved_timestamps_make_one_message_per_timestamp(ntags: int) -> None:
+    """OPC-UA, queue size > 1, late publish: each item carries several values; t1 a, t2 a, t1 b, t2 b, ..."""
+    t1, t2 = TS, TS + 10**8
+    samples = [Sample(d, f"tag{i}", i * 10 + k, Quality.GOOD, 0, ts, TS + 10**9)
+               for d in ("m1", "m2") for i in range(ntags) for k, ts in enumerate((t1, t2))]
+    out = device_docs(samples)
+    assert [(t, doc["device"], doc["ts"]) for t, doc in out] == [
+        ("plc/m1", "m1", "2026-11-23T19:02:30.318Z"), ("plc/m1", "m1", "2026-11-23T19:02:30.418Z"),
+        ("plc/m2", "m2", "2026-11-23T19:02:30.318Z"), ("plc/m2", "m2", "2026-11-23T19:02:30.418Z")]
+    for n, (_, doc) in enumerate(out):
+        assert doc["values"] == {f"tag{i}": i * 10 + n % 2 for i in range(ntags)}
+
+
+def test_device_layout_devices_interleaved_one_message_per_device_and_timestamp() -> None:
+    t1, t2, t3 = TS, TS + 10**6, TS + 2 * 10**6
+    order = [("m2", t2, "a"), ("m1", t3, "a"), ("m2", t1, "a"), ("m1", t1, "a"), ("m2", t2, "b"),
+             ("m1", t3, "b"), ("m2", t1, "b"), ("m1", t1, "b"), ("m3", 0, "a"), ("m2", t2, "c")]
+    samples = [Sample(d, tag, n, Quality.BAD if tag == "b" else Quality.GOOD, 0, ts, t1, "u" if d == "m1" else None)
+               for n, (d, ts, tag) in enumerate(order)]
+    out = device_docs(samples, units=True)
+    # devices in the order they first appear, each device's messages in time order
+    assert [(doc["device"], doc["ts"][-7:], doc["values"]) for _, doc in out] == [
+        ("m2", "30.318Z", {"a": 2, "b": 6}), ("m2", "30.319Z", {"a": 0, "b": 4, "c": 9}),
+        ("m1", "30.318Z", {"a": 3, "b": 7}), ("m1", "30.320Z", {"a": 1, "b": 5}),
+        ("m3", "30.318Z", {"a": 8})]  # no device timestamp: the gateway's
+    assert [doc["quality"] for _, doc in out][:4] == [{"b": "bad"}] * 4
+    assert [doc.get("units") for _, doc in out] == [None, None, {"a": "u", "b": "u"}, {"a": "u", "b": "u"}, None]
+
+
+def test_device_layout_a_repeated_tag_is_not_dropped() -> None:
+    samples = [Sample("m1", tag, v, Quality.GOOD, 0, TS, TS) for tag, v in (("a", 1), ("b", 2), ("a", 3), ("a", 4))]
+    assert [doc["values"] for _, doc in device_docs(samples)] == [{"a": 1, "b": 2}, {"a": 3}, {"a": 4}]
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_device_payload_both_builders_give_the_same_bytes(monkeypatch: pytest.MonkeyPatch, units: bool) -> None:
+    values: list[Value] = [1.5, -0.0, 1e300, float("nan"), float("inf"), float("-inf"), 0, -(2**70), True, False,
+                           None, "", 'q"\\', "é\u2603\n", 2.0**-1074]
+    samples = [Sample("dé\"v", f"t{i}é\"", v, Quality(i % 3), 0, TS, TS, None if i % 4 else f"u{i % 3}°")
+               for i, v in enumerate(values)]
+    got = []
+    for small in (1, 10**9):
+        monkeypatch.setattr(payloads, "SMALL_GROUP", small)
+        got.append(Encoder("{device}", SITE, layout="device", units=units).encode([Batch("s\"1", samples)]))
+    assert got[0] == got[1]
+    doc = json.loads(got[0][0][1])
+    assert list(doc) == ["ts", "source", "device", "values", "quality", *(["units"] if units else [])]
+    assert doc["values"]["t3é\""] is None and doc["values"]["t5é\""] is None and doc["values"]["t0é\""] == 1.5
+    assert doc["quality"] == {f"t{i}é\"": "uncertain" if i % 3 == 1 else "bad" for i in range(len(values)) if i % 3}
 
 
 def test_tag_layout_topic_placeholders_and_wildcards_escaped() -> None:

@@ -35,9 +35,10 @@ class Layout:
     ua_machines: list[list[int]]  # per server process: variables of each machine
 
     @classmethod
-    def plan(cls, tags: int, modbus_per_sim: int = 10_000, ua_per_sim: int = 2_500) -> Layout:
-        mb = tags // 2
-        ua = tags - mb
+    def plan(cls, tags: int, modbus_per_sim: int = 10_000, ua_per_sim: int = 2_500,
+             opcua_max: int | None = None) -> Layout:
+        ua = tags - tags // 2 if opcua_max is None else min(tags - tags // 2, opcua_max)
+        mb = tags - ua
         devices = _split(mb, math.ceil(mb / MODBUS_DEVICE_TAGS)) if mb else []
         sims = min(len(devices), math.ceil(mb / modbus_per_sim)) if devices else 0
         per_sim = [devices[k::sims] for k in range(sims)]
@@ -74,7 +75,8 @@ class Layout:
         return out
 
     def write(self, tmp: Path, modbus_ports: list[int], ua_ports: list[int], mqtt_port: int, vm_port: int,
-              publishing: float, sampling: float, queue: int) -> tuple[list[Path], list[Path], Path]:
+              publishing: float, sampling: float, queue: int,
+              linger: float | None = None) -> tuple[list[Path], list[Path], Path]:
         """Simulator descriptions (Modbus, OPC-UA) and the gateway config, as JSON (which is YAML, and cheap)."""
         sources: dict[str, Any] = {}
         mb_files: list[Path] = []
@@ -115,15 +117,19 @@ class Layout:
             }
         if ua_devices:
             sources["ua"] = {"type": "opcua", "queue_max": 1000, "devices": ua_devices}
+        sinks: dict[str, dict[str, Any]] = {
+            "mqtt": {"type": "mqtt", "port": mqtt_port, "qos": 1, "layout": "device"},
+            "tsdb": {"type": "influxdb", "url": f"http://127.0.0.1:{vm_port}"},
+        }
+        if linger is not None:  # else the sinks' default
+            for sink in sinks.values():
+                sink["linger"] = f"{linger * 1000:g}ms"
         cfg = {
             "data_dir": str(tmp / "data"),
             "log": {"level": "warning", "format": "json"},
             "http": {"enabled": False},
             "sources": sources,
-            "sinks": {
-                "mqtt": {"type": "mqtt", "port": mqtt_port, "qos": 1, "layout": "device"},
-                "tsdb": {"type": "influxdb", "url": f"http://127.0.0.1:{vm_port}"},
-            },
+            "sinks": sinks,
         }
         cfg_path = tmp / "gateway.json"
         cfg_path.write_text(json.dumps(cfg))

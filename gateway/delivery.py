@@ -9,6 +9,7 @@ batch the uplink rejects for good goes to the spool's dead-letter table and the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 
@@ -55,6 +56,8 @@ class DeliveryLoop:
         self.last_error: str | None = None
         self._writing = False
         self._stop_requested = False
+        self._lingering = False
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -77,10 +80,27 @@ class DeliveryLoop:
                     # keeps up (less is waiting now than it just wrote, and that was not a full write), let
                     # the next one gather what arrives meanwhile. A backlog is drained without pauses.
                     if written < self.max_samples and reader.pending_samples() < written:
-                        await asyncio.sleep(self.linger)
+                        await self._linger(reader)
         finally:
             reader.rewind()
             await asyncio.shield(self._close())
+
+    async def _linger(self, reader: SpoolReader) -> None:
+        """Pause for ``linger``; a stop during the pause first delivers what the pause held back, so a
+        clean stop leaves nothing behind that a sink without linger would have delivered."""
+        self._lingering = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.linger)
+        finally:
+            self._lingering = False
+        if self._stop_requested and reader.pending_samples() > 0:
+            batches = await reader.next(self.max_samples)
+            self._writing = True
+            try:
+                await self._deliver(reader, batches)
+            finally:
+                self._writing = False
 
     def request_stop(self) -> None:
         """Stop after the write in flight (if any) has been acked, so a clean stop re-sends nothing.
@@ -89,6 +109,9 @@ class DeliveryLoop:
         deadline, and its batch is simply offered again at the next start (at-least-once).
         """
         self._stop_requested = True
+        if self._lingering:
+            self._wake.set()  # deliver what the pause held back, then stop
+            return
         if self._task is not None and (not self._writing or self._failing):
             self._task.cancel()  # idle, or waiting out a backoff: nothing in flight worth waiting for
 

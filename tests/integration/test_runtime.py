@@ -262,7 +262,8 @@ async def test_a_lingering_sink_writes_less_often_and_loses_nothing(tmp_path: Pa
         "sources": {"gen": {"type": "synthetic", "interval": "10ms", "devices": {
             "m": {"tags": [{"name": "c", "signal": "counter"}]}}}},
         "sinks": {"eager": {"type": "recording", "linger": "0s"},
-                  "lazy": {"type": "recording", "linger": "250ms"}},
+                  "lazy": {"type": "recording", "linger": "250ms"},
+                  "sleepy": {"type": "recording", "linger": "30s"}},
     })
     runtime = Runtime(load_config(path))
     stop = asyncio.Event()
@@ -271,9 +272,15 @@ async def test_a_lingering_sink_writes_less_often_and_loses_nothing(tmp_path: Pa
     eager, lazy = RecordingSink.instances["eager"], RecordingSink.instances["lazy"]
     await wait_until(lambda: len(eager.received) >= 150)  # 1.5 s at 100 samples/s
     await wait_until(lambda: len(lazy.received) >= 150, timeout=2)  # at most a linger behind
+    sleepy = RecordingSink.instances["sleepy"]
+    assert sleepy.writes == 1 and len(sleepy.received) < 10  # its first write, then a 30 s pause
+    t0 = time.monotonic()
     stop.set()
     await asyncio.wait_for(task, 10)
+    assert time.monotonic() - t0 < 3  # a stop does not wait out a pause...
+    produced = sum(p.samples_in for p in runtime.pipelines.values())
+    assert len(sleepy.received) == len(eager.received) == produced  # ...it delivers what the pause held back
     assert eager.writes >= 5 * lazy.writes, (eager.writes, lazy.writes)  # ~1 per tick vs ~4 a second
-    for sink in (eager, lazy):
+    for sink in (eager, lazy, sleepy):
         values = [s.value for s in sink.received]
         assert values == list(range(len(values))), f"{sink.name}: gap or reorder"

@@ -103,3 +103,20 @@ def test_reserved_command_says_what_provides_it(capsys: pytest.CaptureFixture[st
     monkeypatch.setattr("gateway.cli.main.command_plugins", lambda: installed)
     assert main(["record", "-c", "x.yaml"]) == 2
     assert "provided by the recording connector" in capsys.readouterr().err
+
+
+def test_gateway_imports_no_protocol_library() -> None:
+    """House rule: protocol libraries belong to the plug-ins in connectors/ (and the simulators)."""
+    import ast
+    from pathlib import Path
+
+    protocol = {"asyncua", "pymodbus", "paho", "influxdb_client"}
+    root = Path(__file__).resolve().parents[2] / "gateway"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            offenders += [f"{path.relative_to(root.parent)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in protocol]
+    assert not offenders, offenders

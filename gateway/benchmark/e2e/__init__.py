@@ -1,5 +1,6 @@
 """End-to-end benchmark: Modbus and OPC-UA simulators -> gateway -> MQTT and VictoriaMetrics -> a test subscriber.
 
 ``scenario`` runs one point or the sweep, ``layout`` splits the tags over simulator processes and writes the
-files, ``subscriber`` is the test subscriber's process, ``report`` writes the Markdown and the plot.
+files, ``report`` writes the Markdown and the plot. The test subscriber (paho) is
+``connectors.mqtt.bench_subscriber``: gateway/ imports no protocol library.
 """

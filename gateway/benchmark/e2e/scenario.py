@@ -1,7 +1,7 @@
 """``edge-gateway bench e2e``: simulators (separate processes) -> gateway -> MQTT + VictoriaMetrics -> a subscriber.
 
 The gateway runs in this (measured) process; the Modbus and OPC-UA simulators, mosquitto, VictoriaMetrics and
-the test subscriber (``gateway.benchmark.e2e.subscriber``) each in their own. After a warm-up the measured
+the test subscriber (``connectors.mqtt.bench_subscriber``) each in their own. After a warm-up the measured
 window [T0, T1) is fixed in wall-clock ms; what counts is the samples whose source timestamp lies in it:
 
 - produced: counted as the gateway's source pipelines receive them (a patched ``SourcePipeline.__call__``,
@@ -96,7 +96,7 @@ def percentile(hist: Counter[int] | dict[int, int], q: float) -> float:
 
 
 def _start_subscriber(port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.benchmark.e2e.subscriber", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "connectors.mqtt.bench_subscriber", str(port)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = _readline(proc.stdout, 20)
     if line.strip() != "ready":

@@ -20,7 +20,7 @@ from typing import Any
 from gateway.benchmark.result import BenchResult, ProcessMeter
 from gateway.benchmark.servers import cpu_of as _cpu_of
 from gateway.benchmark.servers import free_port as _free_port
-from gateway.benchmark.servers import wait_port
+from gateway.benchmark.servers import stop_processes, wait_port
 
 
 def _write_files(tmp: Path, port: int, devices: int, tags: int, interval: float) -> tuple[Path, Path]:
@@ -95,8 +95,7 @@ def _one_run(devices: int, tags: int, interval: float, duration: float) -> dict[
             wait_port(port, timeout=30.0)
             result = asyncio.run(_measure(cfg_path, proc.pid, duration))
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_processes([proc])
     result["offered"] = devices * tags / interval
     return result
 

@@ -25,6 +25,7 @@ from typing import Any
 from gateway.benchmark.result import BenchResult, ProcessMeter
 from gateway.benchmark.servers import cpu_of as _cpu_of
 from gateway.benchmark.servers import free_port as _free_port
+from gateway.benchmark.servers import stop_processes
 
 NS = "urn:edge-gateway:bench"
 
@@ -138,14 +139,7 @@ def run_opcua(params: dict[str, Any]) -> BenchResult:
                     raise RuntimeError(f"OPC-UA simulator did not start: {line!r}")
             fig = asyncio.run(_measure(cfg_path, [s.pid for s in sims], duration, items))
         finally:
-            for sim in sims:
-                sim.terminate()
-            for sim in sims:
-                try:
-                    sim.wait(10)
-                except subprocess.TimeoutExpired:
-                    sim.kill()
-                    sim.wait(5)
+            stop_processes(sims)
     meter = fig["meter"]
     return BenchResult(
         scenario="opcua", wall_s=meter.wall_s, cpu_s=meter.cpu_s, samples_in=fig["notifications"],

@@ -10,8 +10,9 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -48,6 +49,19 @@ def binary(name: str) -> str:
     return found
 
 
+def stop_processes(procs: Sequence[subprocess.Popen[Any]]) -> None:
+    """SIGTERM all, then wait for each (10 s) and kill what does not go."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
 class Server:
     """A server process that can be stopped and started again on the same port and data directory."""
 
@@ -62,12 +76,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            stop_processes([self.proc])
             self.proc = None
 
 

@@ -40,7 +40,7 @@ from typing import IO, Any
 
 from gateway.benchmark.e2e.layout import Layout
 from gateway.benchmark.result import BenchResult, ProcessMeter
-from gateway.benchmark.servers import Server, cpu_of, free_port, servers, wait_port
+from gateway.benchmark.servers import Server, cpu_of, free_port, servers, stop_processes, wait_port
 
 TARGET = "10k tags: <= 20% CPU, <= 100 MB RSS; 50k tags held without loss; p99 < 100 ms at 10k/s"
 _BUCKET_NS = 100_000  # latency histograms in 0.1 ms buckets
@@ -134,18 +134,6 @@ def _start_simulators(mb_files: list[Path], mb_ports: list[int], ua_files: list[
         line = _readline(server.stdout, 240)
         if not line.startswith("ready "):
             raise RuntimeError(f"OPC-UA simulator did not start: {line!r}")
-
-
-def _stop(procs: list[subprocess.Popen[Any]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 def _vm_count(port: int, t0_ms: int, t1_ms: int) -> int:
@@ -278,7 +266,7 @@ def _run_with_servers(layout: Layout, tmp: Path, broker: Server, vm: Server, dur
                   "mosquitto": [broker.proc.pid], "victoria": [vm.proc.pid], "subscriber": [sub.pid]}
         return asyncio.run(_measure(layout, cfg_path, duration, sub, others))
     finally:
-        _stop(procs)
+        stop_processes(procs)
 
 
 def _result(layout: Layout, fig: dict[str, Any], duration: float, publishing: float) -> BenchResult:

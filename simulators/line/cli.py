@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from simulators.description import load_or_report, until_signalled
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -65,12 +66,8 @@ def run(args: argparse.Namespace) -> int:
             parts.append(f"opcua={server.opcua_url}")
         machines = len({p.machine for p in model.points})
         print(" ".join([*parts, f"machines={machines}", f"points={len(model.points)}"]), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await until_signalled()
         finally:
             await server.stop()
 
@@ -83,7 +80,6 @@ Built = tuple[str, Any, Any, Any, Any]
 
 
 def _build_scenario(args: argparse.Namespace) -> Built | None:
-    from simulators.description import load_or_report
     from simulators.line.model import LineModel
     from simulators.line.scenario import LineScenario
     from simulators.line.server import Placement
@@ -97,12 +93,8 @@ def _build_scenario(args: argparse.Namespace) -> Built | None:
     if scenario is None:
         return None
     model = LineModel(scenario)
-    placement = Placement(
-        host=args.host,
-        modbus_port=None if args.no_modbus else (args.modbus_port or scenario.modbus.port),
-        opcua_port=None if args.no_opcua else (args.opcua_port or scenario.opcua.port),
-        namespace=scenario.opcua.namespace, path=scenario.opcua.path, folder=scenario.opcua.folder,
-    )
+    placement = Placement.for_scenario(scenario, host=args.host, modbus_port=args.modbus_port,
+                                       opcua_port=args.opcua_port, modbus=not args.no_modbus, opcua=not args.no_opcua)
     states = {m: model.state_of(m) for m in scenario.machines}
 
     def on_step() -> None:  # one line per state change: what a PoC team watches the line do

@@ -38,10 +38,8 @@ async def start_lines(lines: Mapping[str, EmbeddedLineConfig], base: Path) -> li
             except (OSError, ValueError, ValidationError) as exc:
                 raise EmbeddedLineError(f"simulators.{name}.scenario: {path}: {exc}") from exc
             model = LineModel(scenario)
-            placement = Placement(host=cfg.host, modbus_port=cfg.modbus_port or scenario.modbus.port,
-                                  opcua_port=cfg.opcua_port or scenario.opcua.port,
-                                  namespace=scenario.opcua.namespace, path=scenario.opcua.path,
-                                  folder=scenario.opcua.folder)
+            placement = Placement.for_scenario(scenario, host=cfg.host, modbus_port=cfg.modbus_port,
+                                               opcua_port=cfg.opcua_port)
             server = LineServer(model, placement, next_time=model.next_time, speed=cfg.speed)
             try:
                 await server.start()

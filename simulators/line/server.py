@@ -23,13 +23,16 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from connectors.modbus.codec import decode
 from connectors.modbus.config import BIT_TABLES, Table
 from gateway.logs import get_logger
 from simulators.line.model import ActiveFault
 from simulators.line.points import Point
+
+if TYPE_CHECKING:
+    from simulators.line.scenario import LineScenario
 
 Value = bool | int | float | str
 
@@ -80,6 +83,15 @@ class Placement:
     namespace: str = "urn:edge-gateway:line"
     path: str = "/line"
     folder: str | None = None
+
+    @classmethod
+    def for_scenario(cls, scenario: LineScenario, *, host: str = "127.0.0.1", modbus_port: int | None = None,
+                     opcua_port: int | None = None, modbus: bool = True, opcua: bool = True) -> Placement:
+        """The scenario's own ports and address space, a port given here instead of its own."""
+        ua = scenario.opcua
+        return cls(host=host, modbus_port=(modbus_port or scenario.modbus.port) if modbus else None,
+                   opcua_port=(opcua_port or ua.port) if opcua else None, namespace=ua.namespace, path=ua.path,
+                   folder=ua.folder)
 
 
 class LineServer:
@@ -178,7 +190,7 @@ class LineServer:
         await sim.start()
         self.modbus = sim
         self._down.discard("modbus")
-        self._modbus_faults_set: dict[str, tuple[Any, ...]] = {}
+        self._modbus_faults_set: dict[str, list[Any]] = {}
 
     def _write_handler(self, points: list[Point]) -> Callable[[Table, int, list[int] | list[bool]], int | None]:
         by_table: dict[Table, list[Point]] = {}
@@ -222,9 +234,8 @@ class LineServer:
             if statuses is not None:  # a replayed BAD value answers with "device failure" on its registers
                 faults += [SimFault(table=p.table, address=p.address, count=_width(p), exception=EXC_DEVICE_FAILURE)
                            for p in points if statuses[p.index] & _BAD]
-            key = tuple(f.model_dump_json() for f in faults)
-            if self._modbus_faults_set.get(machine) != key:
-                self._modbus_faults_set[machine] = key
+            if self._modbus_faults_set.get(machine) != faults:
+                self._modbus_faults_set[machine] = faults
                 self.modbus.set_faults(machine, faults)
 
     # --- OPC-UA ------------------------------------------------------------------------------------

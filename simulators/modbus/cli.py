@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 from pathlib import Path
 
-from simulators.description import load_or_report
+from simulators.description import load_or_report, until_signalled
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,12 +34,8 @@ def run(args: argparse.Namespace) -> int:
         await sim.start()
         where = args.serial or f"{args.host}:{args.port}"
         print(f"modbus simulator serving {len(cfg.devices)} devices on {where}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            await until_signalled()
         finally:
             await sim.stop()
 

@@ -36,7 +36,7 @@ class TagView:
 def _point(s: Sample) -> float:
     """One tag's sparkline value, NaN when it has none; the slow path of ``sample_history``."""
     v = s[2]
-    if s[3] is _BAD or v is None or isinstance(v, str):
+    if s[3] is _BAD or v is None or isinstance(v, str | list):
         return _NAN
     try:
         return float(v)
@@ -72,7 +72,8 @@ class LiveTags:
         for source, tags in self.by_source.items():
             try:  # inline, not _point per tag: this is most of the housekeeping's work
                 second[source] = array("d", [
-                    _NAN if s[3] is _BAD or (v := s[2]) is None or isinstance(v, str) else v for s in tags.values()])
+                    _NAN if s[3] is _BAD or (v := s[2]) is None or isinstance(v, str | list) else v
+                    for s in tags.values()])
             except OverflowError:
                 second[source] = array("d", map(_point, tags.values()))
         self._ring[self._ticks % self._points] = second

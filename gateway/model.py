@@ -10,7 +10,8 @@ import time
 from enum import IntEnum
 from typing import NamedTuple
 
-Value = float | int | bool | str | None
+Value = float | int | bool | str | list["Value"] | None
+"""A tag's value. Arrays (and matrices, as nested lists) travel as Python lists and leave as JSON arrays."""
 
 
 class Quality(IntEnum):
@@ -33,7 +34,9 @@ class Sample(NamedTuple):
 
     Timestamps are wall-clock nanoseconds since the Unix epoch (``time.time_ns()``); intervals and
     timeouts elsewhere use monotonic time, because edge boxes without an RTC boot in 1970.
-    ``status`` is the raw device code: an OPC-UA StatusCode, a Modbus exception code, or 0.
+    ``status`` is the raw code: an OPC-UA StatusCode, a Modbus exception code (1-255), a gateway code
+    (``gateway.status_codes``), or 0. ``server_ts`` is the OPC-UA server timestamp when the tag asks
+    for it, else 0. New fields go at the end: spooled batches and positional builders depend on the order.
     """
 
     device: str
@@ -44,6 +47,7 @@ class Sample(NamedTuple):
     source_ts: int = 0
     gateway_ts: int = 0
     unit: str | None = None
+    server_ts: int = 0
 
 
 class Batch(NamedTuple):

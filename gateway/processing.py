@@ -57,7 +57,7 @@ def _transform_fn(scale: float, offset: float, lo: float | None, hi: float | Non
         return clamp_only
 
     def scaled(s: Sample, now: float) -> Sample | None:
-        d, t, v, q, st, sts, gts, u = s
+        d, t, v, q, st, sts, gts, u, srv = s
         tv = type(v)
         if (tv is float or tv is int) and q != _BAD:
             v = v * scale + offset  # type: ignore[operator]
@@ -65,7 +65,7 @@ def _transform_fn(scale: float, offset: float, lo: float | None, hi: float | Non
                 v = lo
             elif v > hi:
                 v = hi
-            return _new(Sample, (d, t, v, q, st, sts, gts, u))
+            return _new(Sample, (d, t, v, q, st, sts, gts, u, srv))
         return s
 
     return scaled

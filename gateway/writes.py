@@ -22,7 +22,7 @@ def to_raw(tag: TagBase, value: Value) -> Value:
         raise WriteError(f"tag {tag.name!r} is not writable")
     if value is None:
         raise WriteError("no value")
-    if isinstance(value, bool | str):
+    if isinstance(value, bool | str | list):
         return value
     v = float(value)
     if not math.isfinite(v):

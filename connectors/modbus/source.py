@@ -210,7 +210,7 @@ class ModbusSource:
             else:
                 state.error(failed[1])
                 ts = time.time_ns()
-                samples.extend(_new(Sample, (req.device, t.name, None, _BAD, failed[0], ts, ts, t.unit))
+                samples.extend(_new(Sample, (req.device, t.name, None, _BAD, failed[0], ts, ts, t.unit, 0))
                                for t in req.tags)
             now = time.monotonic()
             if not since:
@@ -248,10 +248,11 @@ class ModbusSource:
         ts = time.time_ns()
         if status == 0:
             device = req.device
-            out.extend([_new(Sample, (device, name, v, _GOOD, 0, ts, ts, unit))
+            out.extend([_new(Sample, (device, name, v, _GOOD, 0, ts, ts, unit, 0))
                         for (name, unit), v in zip(req.labels, req.decode(data), strict=True)])
         else:
-            out.extend(_new(Sample, (req.device, name, None, _BAD, status, ts, ts, unit)) for name, unit in req.labels)
+            out.extend(_new(Sample, (req.device, name, None, _BAD, status, ts, ts, unit, 0))
+                       for name, unit in req.labels)
         self._account(state, status, code, elapsed, ts)
         return status, code
 
@@ -311,6 +312,8 @@ class ModbusSource:
 
 def _encode(tag: ModbusTag, value: Value) -> Sequence[int]:
     assert value is not None
+    if isinstance(value, list):
+        raise WriteError(f"{tag.name} takes one value, not an array")
     if tag.type != "string" and isinstance(value, str):
         raise WriteError(f"{tag.name} takes a number, not {value!r}")
     try:

@@ -123,13 +123,13 @@ class _Device:
             else:
                 ts = gw
             if status == 0:
-                append(_new(Sample, (device, tag.name, value, _GOOD, 0, ts, gw, tag.unit)))
+                append(_new(Sample, (device, tag.name, value, _GOOD, 0, ts, gw, tag.unit, 0)))
             else:
                 q = quality_of(status)
                 if q is _BAD:
                     bad += 1
                     self.count_error(status)
-                append(_new(Sample, (device, tag.name, value, q, status, ts, gw, tag.unit)))
+                append(_new(Sample, (device, tag.name, value, q, status, ts, gw, tag.unit, 0)))
         if len(out) > bad and self._last_good is not None:
             self._last_good.set(gw / 1e9)
         return out
@@ -155,7 +155,7 @@ class _Device:
             self.count_error(code, len(handles))
             gw = time.time_ns()
             self.source.offer(self, [
-                _new(Sample, (self.name, self.tags[h].name, None, _BAD, code, gw, gw, self.tags[h].unit))
+                _new(Sample, (self.name, self.tags[h].name, None, _BAD, code, gw, gw, self.tags[h].unit, 0))
                 for h in handles
             ])
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -65,7 +66,7 @@ class RecordedSample:
     source: str
     device: str
     tag: str
-    value: bool | int | float | str | None
+    value: Value
     quality: Quality
     status: int
     unit: str | None
@@ -136,6 +137,8 @@ def _type_of(value: Value) -> str:
         return "int"
     if isinstance(value, float):
         return "float"
+    if isinstance(value, list):
+        return "json"
     return "str"
 
 
@@ -146,6 +149,8 @@ def _csv_value(value: Value) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, list):  # an array or matrix
+        return json.dumps(value, separators=(",", ":"))
     return str(value)
 
 
@@ -156,6 +161,8 @@ def _parse_csv_value(text: str, kind: str) -> Value:
         return int(text)
     if kind == "str":
         return text
+    if kind == "json":
+        return _parse_array(text)
     if kind == "bool":
         if text in ("true", "false"):
             return text == "true"
@@ -289,6 +296,9 @@ class _ParquetWriter(RecordingWriter):
             if isinstance(v, str):
                 values.append(None)
                 texts.append(v)
+            elif isinstance(v, list):
+                values.append(None)
+                texts.append(_csv_value(v))
             elif isinstance(v, int) and not isinstance(v, bool) and abs(v) > _EXACT_INT:
                 values.append(float(v))
                 texts.append(str(v))
@@ -440,11 +450,18 @@ def _parquet_sample(
     )
 
 
+def _parse_array(text: str) -> Value:
+    value = json.loads(text)
+    if not isinstance(value, list):
+        raise ValueError(f"a json value must be an array, not {text[:40]!r}")
+    return value
+
+
 def _parquet_value(number: float | None, text: str | None, kind: str | None) -> Value:
-    if kind == "str":
+    if kind in ("str", "json"):
         if text is None:
-            raise ValueError("a str value needs the text column")
-        return text
+            raise ValueError(f"a {kind} value needs the text column")
+        return text if kind == "str" else _parse_array(text)
     if kind == "null":
         return None
     if kind == "int" and text is not None:

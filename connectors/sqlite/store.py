@@ -381,7 +381,7 @@ class TimeSeriesStore:
         by_source = self._time_basis == "source"
         for batch in batches:
             source = batch.source
-            for device, tag, value, quality, status, source_ts, gateway_ts, unit in batch.samples:
+            for device, tag, value, quality, status, source_ts, gateway_ts, unit, _server_ts in batch.samples:
                 key = (source, device, tag, unit or "")
                 sid = ids.get(key)
                 if sid is None:

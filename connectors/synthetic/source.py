@@ -67,7 +67,7 @@ class SyntheticSource:
         """One batch: every tag's value at generator time ``t``, stamped with the current wall time."""
         ts = time.time_ns()
         good = _GOOD
-        return Batch(self.name, [_new(Sample, (d, n, f(t), good, 0, ts, ts, u)) for d, n, f, u in self._rows])
+        return Batch(self.name, [_new(Sample, (d, n, f(t), good, 0, ts, ts, u, 0)) for d, n, f, u in self._rows])
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()
@@ -113,7 +113,7 @@ class SyntheticSource:
             raise WriteError(f"source {self.name!r} has no tag {tag!r} on device {device!r}")
         if not self._writable[i]:
             raise WriteError(f"tag {device}/{tag} of source {self.name!r} is not writable (set writable: true)")
-        if value is None or isinstance(value, str):
+        if value is None or isinstance(value, str | list):
             raise WriteError(f"tag {device}/{tag} takes a number or a boolean, not {value!r}")
         d, n, _, u = self._rows[i]
         self._rows[i] = (d, n, Constant(value).value, u)

@@ -11,6 +11,7 @@ OPC-UA its recorded status code (or Bad), over Modbus exception 4 (device failur
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.model import Quality
+from gateway.model import Value as RecordedValue
 from simulators.line.model import ActiveFault
 from simulators.line.points import Kind, Point
 
@@ -63,9 +65,11 @@ def _status(quality: Quality, status: int) -> int:
     return status if status & 0xC0000000 == severity else severity
 
 
-def _coerce(value: Value | None, kind: Kind) -> Value | None:
+def _coerce(value: RecordedValue, kind: Kind) -> Value | None:
     if value is None:
         return None
+    if isinstance(value, list):  # an array replays as its JSON text: the simulated servers serve scalars
+        return json.dumps(value, separators=(",", ":")) if kind == "str" else None
     if kind == "str":
         return str(value)
     if kind == "float":
@@ -94,8 +98,9 @@ class ReplayModel:
             else:
                 kinds.setdefault(key, seen)
             units.setdefault(key, s.unit)
-            if isinstance(s.value, str):
-                longest[key] = max(longest.get(key, 0), len(s.value.encode()))
+            if isinstance(s.value, str | list):
+                text = s.value if isinstance(s.value, str) else json.dumps(s.value, separators=(",", ":"))
+                longest[key] = max(longest.get(key, 0), len(text.encode()))
         devices = list(dict.fromkeys(d for d, _ in kinds))  # in order of appearance; tags by name
         kinds = dict(sorted(kinds.items(), key=lambda kv: (devices.index(kv[0][0]), kv[0][1])))
         if len(devices) > 247:

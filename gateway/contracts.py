@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gateway.model import Batch, Value
+
+if TYPE_CHECKING:
+    from gateway.writes import WriteKind
 
 Emit = Callable[[Batch], Awaitable[None]]
 """Hands one batch to the engine. It awaits only when the pipeline applies back-pressure."""
@@ -26,7 +29,15 @@ class Source(Protocol):
 
 @runtime_checkable
 class WritableSource(Source, Protocol):
-    """A source whose devices accept writes. Raises ``gateway.errors.WriteError`` when refused."""
+    """A source whose devices accept writes. Each raises ``gateway.errors.WriteError`` when refused.
+
+    ``write_kind`` says what a tag accepts (``gateway.writes.coerce`` checks a value against it before
+    ``write`` is called with the raw value); a source whose types are known only from the device (OPC-UA)
+    asks it, waiting a short while for the link. ``write`` refuses anything not exactly its raw type
+    itself too: it is the last step before the device.
+    """
+
+    async def write_kind(self, device: str, tag: str) -> WriteKind: ...
 
     async def write(self, device: str, tag: str, value: Value) -> None: ...
 

@@ -36,3 +36,7 @@ class PermanentSinkError(SinkError):
 
 class WriteError(GatewayError):
     """A write to a device was refused (tag not writable, out of range, device error)."""
+
+
+class DeviceNotConnected(WriteError):
+    """The device has no link right now; the same write may succeed once it connects."""

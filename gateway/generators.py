@@ -210,6 +210,12 @@ class _NoisySignal(SignalModel):
     def _levels(self) -> tuple[GenValue, ...]:
         return ()
 
+    @property
+    def boolean(self) -> bool:
+        """An on/off signal (every level a bool): what a write to it must be too."""
+        levels = self._levels()
+        return bool(levels) and all(isinstance(v, bool) for v in levels)
+
     @model_validator(mode="after")
     def _numeric_if_noisy(self) -> _NoisySignal:
         if self.noise and any(isinstance(v, bool) for v in self._levels()):

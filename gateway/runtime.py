@@ -32,7 +32,7 @@ from gateway.processing import Processor
 from gateway.spool import Spool
 from gateway.status import SinkState, StatusBoard
 from gateway.supervisor import supervise
-from gateway.writes import to_raw
+from gateway.writes import write_value
 
 STOP_BUDGET = 4.0
 """Seconds the whole shutdown may take; SIGTERM must exit within 5 s."""
@@ -174,7 +174,7 @@ class Runtime:
             raise WriteError(f"no tag {tag!r} on {source}.{device}")
         if not isinstance(src, WritableSource):
             raise WriteError(f"source type {scfg.type!r} does not support writes")
-        await src.write(device, tag, to_raw(tag_cfg, value))
+        await write_value(src, device, tag_cfg, value)
 
     # --- status ---------------------------------------------------------------------------------
     def _configured_devices(self) -> dict[str, list[str]]:

@@ -1,39 +1,197 @@
-"""Turning an engineering value into what a device stores: limit checks, then scale/offset inverted.
+"""The one rule that turns a requested value into what a device stores, shared by every write path.
 
-Shared by ``edge-gateway write`` and the MQTT command path, so both refuse exactly the same things.
+``edge-gateway write``, the MQTT command path (and any later one) all go through ``coerce``, so they
+refuse exactly the same things, before anything touches the device. A write is the most dangerous
+thing the gateway does, so the rule never guesses: ``bool("false")`` is True in Python, and a JSON
+``1`` is not a coil state.
+
+What a tag accepts is a ``WriteKind``, given by its source: a Modbus source knows it from the tag's
+configured type; an OPC-UA source from the node's DataType and ValueRank once connected.
+
+- ``bool``: only ``true``/``false`` (JSON booleans). The CLI also takes the words true/false/1/0.
+- ``int``/``float``: a number, never a boolean or text (the CLI parses its text as a number). min/max are
+  checked on the engineering value, then scale/offset are inverted (raw = (v - offset) / scale); an
+  ``int`` tag refuses a raw value that is not whole or outside its raw type's range, a ``float`` tag one
+  outside its range (float32: +-3.4e38). NaN and infinities are refused.
+- ``string``: text, at most ``max_bytes`` UTF-8 bytes when the tag has a fixed size.
+- ``datetime``: ISO 8601 text with a time zone. ``bytes``: hex text.
+- ``array`` kinds: a JSON array whose every element follows the element rule; a scalar kind refuses arrays.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
 
 from gateway.config.base import TagBase
+from gateway.contracts import WritableSource
 from gateway.errors import WriteError
 from gateway.model import Value
 
+Base = Literal["bool", "int", "float", "string", "datetime", "bytes"]
 
-def to_raw(tag: TagBase, value: Value) -> Value:
-    """Check ``value`` against the tag's write rules and return the raw value to write.
+FLOAT32_MAX = 3.4028234663852886e38
+_CLI_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+_SHOWN = 60  # characters of a refused value quoted back: a huge value must not flood a log or a response
 
-    Numbers must be finite and within [min, max]; scale/offset are inverted (raw = (v - offset) / scale).
-    Booleans and strings pass unchanged.
-    """
+
+@dataclass(frozen=True, slots=True)
+class WriteKind:
+    """What a tag accepts. ``lo``/``hi`` bound the RAW value of numeric kinds (None: unbounded)."""
+
+    base: Base
+    lo: float | None = None
+    hi: float | None = None
+    max_bytes: int | None = None
+    array: bool = False
+    type_name: str = ""
+    """The device-side type, for messages (``uint16``, ``Float``, ``coil``)."""
+
+    def describe(self) -> str:
+        what = {
+            "bool": "true or false",
+            "int": "a whole number",
+            "float": "a number",
+            "string": "text",
+            "datetime": "an ISO 8601 time with a zone",
+            "bytes": "hex text",
+        }[self.base]
+        if self.base in ("int", "float") and self.lo is not None and self.hi is not None:
+            what += f" (raw {_num(self.lo)}..{_num(self.hi)})"
+        if self.max_bytes is not None:
+            what += f" of at most {self.max_bytes} bytes"
+        if self.array:
+            what = f"a JSON array of {what}"
+        return f"{what} [{self.type_name}]" if self.type_name else what
+
+
+BOOL = WriteKind("bool", type_name="bool")
+
+
+def int_kind(bits: int, signed: bool, type_name: str = "") -> WriteKind:
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    return WriteKind("int", lo, hi, type_name=type_name or f"{'' if signed else 'u'}int{bits}")
+
+
+def shown(value: object) -> str:
+    """``value`` as short text for a message or an audit line."""
+    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list) else repr(value)
+    text = repr(text) if isinstance(value, str) else text
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
+
+
+def coerce(tag: TagBase, kind: WriteKind, value: Value) -> Value:
+    """Check an engineering ``value`` against the tag and its kind; return the raw value to write."""
     if not tag.writable:
         raise WriteError(f"tag {tag.name!r} is not writable")
-    if value is None:
-        raise WriteError("no value")
-    if isinstance(value, bool | str | list):
-        return value
-    v = float(value)
-    if not math.isfinite(v):
-        raise WriteError(f"{value!r} is not a finite number")
+    if kind.array:
+        if not isinstance(value, list):
+            raise _refused(tag, kind, value)
+        return [_coerce_one(tag, kind, v, value) for v in value]
+    if isinstance(value, list):
+        raise _refused(tag, kind, value)
+    return _coerce_one(tag, kind, value, value)
+
+
+async def write_value(source: WritableSource, device: str, tag: TagBase, value: Value) -> Value:
+    """The whole write: what the tag accepts, the rule, then the device. Returns the raw value written."""
+    if not tag.writable:
+        raise WriteError(f"tag {tag.name!r} is not writable (set `writable: true` on the tag)")
+    raw = coerce(tag, await source.write_kind(device, tag.name), value)
+    await source.write(device, tag.name, raw)
+    return raw
+
+
+def parse_cli(kind: WriteKind, text: str) -> Value:
+    """The command line's VALUE text as the JSON value it stands for, by what the tag accepts."""
+    if kind.array:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise WriteError(f"expected a JSON array such as [1, 2, 3], got {shown(text)}") from None
+        return value  # type: ignore[no-any-return]  # checked by coerce
+    if kind.base == "bool":
+        word = _CLI_BOOLS.get(text.strip().lower())
+        if word is None:
+            raise WriteError(f"expected true, false, 1 or 0, got {shown(text)}")
+        return word
+    if kind.base in ("int", "float"):
+        t = text.strip()
+        try:
+            return int(t)
+        except ValueError:
+            pass
+        try:
+            return float(t)
+        except ValueError:
+            raise WriteError(f"expected a number, got {shown(text)}") from None
+    return text
+
+
+def _coerce_one(tag: TagBase, kind: WriteKind, v: Value, whole: Value) -> Value:
+    base = kind.base
+    if base == "bool":
+        if v is True or v is False:
+            return v
+        raise _refused(tag, kind, whole)
+    if base in ("int", "float"):
+        if type(v) is bool or not isinstance(v, int | float):
+            raise _refused(tag, kind, whole)
+        return _number(tag, kind, v)
+    if not isinstance(v, str):
+        raise _refused(tag, kind, whole)
+    if base == "string":
+        if kind.max_bytes is not None and len(v.encode("utf-8")) > kind.max_bytes:
+            raise WriteError(f"tag {tag.name!r}: {shown(v)} is longer than {kind.max_bytes} bytes")
+        return v
+    if base == "datetime":
+        try:
+            dt = datetime.fromisoformat(v.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise _refused(tag, kind, whole) from None
+        if dt.tzinfo is None:
+            raise WriteError(f"tag {tag.name!r}: {shown(v)} needs a time zone (e.g. a trailing Z)")
+        return v
+    try:  # bytes
+        bytes.fromhex(v)
+    except ValueError:
+        raise _refused(tag, kind, whole) from None
+    return v
+
+
+def _number(tag: TagBase, kind: WriteKind, v: int | float) -> int | float:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise WriteError(f"tag {tag.name!r}: {v!r} is not a finite number")
     if tag.min is not None and v < tag.min:
-        raise WriteError(f"{value!r} is below the tag's minimum {tag.min:g}")
+        raise WriteError(f"tag {tag.name!r}: {shown(v)} is below the tag's minimum {tag.min:g}")
     if tag.max is not None and v > tag.max:
-        raise WriteError(f"{value!r} is above the tag's maximum {tag.max:g}")
-    if tag.scale == 1.0 and tag.offset == 0.0:
-        return value
-    if tag.scale == 0.0:
-        raise WriteError("tag has scale 0; cannot invert")
-    raw = (v - tag.offset) / tag.scale
-    return round(raw) if isinstance(value, int) and raw.is_integer() else raw
+        raise WriteError(f"tag {tag.name!r}: {shown(v)} is above the tag's maximum {tag.max:g}")
+    raw: int | float = v
+    if tag.scale != 1.0 or tag.offset != 0.0:
+        if tag.scale == 0.0:
+            raise WriteError(f"tag {tag.name!r} has scale 0; a write cannot be inverted")
+        raw = (v - tag.offset) / tag.scale
+    if kind.base == "int":
+        if isinstance(raw, float):
+            whole = round(raw)
+            # (v - offset) / scale is inexact in binary: 64.9 / 0.1 is 648.9999999999999
+            if abs(raw - whole) > 1e-9 * max(1.0, abs(raw)):
+                raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {raw:g}, not a whole number "
+                                 f"({kind.describe()})")
+            raw = whole
+    elif isinstance(raw, int):
+        raw = float(raw)
+    if (kind.lo is not None and raw < kind.lo) or (kind.hi is not None and raw > kind.hi):
+        raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {_num(raw)}, outside {kind.describe()}")
+    return raw
+
+
+def _refused(tag: TagBase, kind: WriteKind, value: Value) -> WriteError:
+    return WriteError(f"tag {tag.name!r} accepts {kind.describe()}, not {shown(value)}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 2**63 else f"{x:g}"

@@ -109,6 +109,11 @@ class ModbusClient:
         else:
             await self._call(self._client.write_registers(address, list(values), device_id=unit))  # FC 16
 
+    async def mask_write_register(self, address: int, and_mask: int, or_mask: int, unit: int) -> None:
+        """FC 22: the device applies (current AND and_mask) OR (or_mask AND NOT and_mask) itself, atomically."""
+        await self._call(self._client.mask_write_register(address=address, and_mask=and_mask, or_mask=or_mask,
+                                                          device_id=unit))
+
     async def write_coils(self, address: int, values: Sequence[bool], unit: int) -> None:
         if len(values) == 1:
             await self._call(self._client.write_coil(address, values[0], device_id=unit))  # FC 5

@@ -77,6 +77,11 @@ class ModbusDevice(StrictModel):
     )
     max_bits_per_request: int | None = Field(None, ge=1, le=MAX_BITS)
     max_gap: int | None = Field(None, ge=0, le=MAX_REGISTERS, description="override of the source's max_gap")
+    bit_write: Literal["mask", "read_modify_write"] = Field(
+        "mask", description="how a `type: bit` tag is written: mask (function 22, atomic in the device) or "
+        "read_modify_write (read the register, write it back: for devices without function 22; it can undo "
+        "a change the PLC made in between)"
+    )
     tags: list[ModbusTag] = Field(min_length=1)
 
     def protocol_address(self, tag: ModbusTag) -> int:

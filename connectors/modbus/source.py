@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
+from connectors.modbus import writer
 from connectors.modbus.adapter import (
     DeviceException,
     LinkDown,
@@ -30,7 +30,6 @@ from connectors.modbus.adapter import (
     ProtocolError,
     RequestTimeout,
 )
-from connectors.modbus.codec import encode
 from connectors.modbus.config import ModbusSourceConfig, ModbusTag
 from connectors.modbus.planner import ReadRequest, plan_source
 from gateway.backoff import Backoff
@@ -38,6 +37,8 @@ from gateway.contracts import Emit
 from gateway.errors import WriteError
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
+from gateway.status_codes import status_name
+from gateway.writes import WriteKind
 
 STATUS_NOT_CONNECTED = 10  # Modbus "gateway path unavailable"
 STATUS_TIMEOUT = 11  # Modbus "gateway target device failed to respond"
@@ -278,29 +279,27 @@ class ModbusSource:
 
     # --- writes -------------------------------------------------------------------------------------
 
-    async def write(self, device: str, tag: str, value: Value) -> None:
-        """Write a raw value (the caller applied ``gateway.writes.to_raw``) with the tag's type and order."""
+    def _tag(self, device: str, tag: str) -> ModbusTag:
         entry = self._tags.get((device, tag))
         if entry is None:
             raise WriteError(f"source {self.name!r} has no tag {tag!r} on device {device!r}")
-        unit, t = entry
+        return entry[1]
+
+    async def write_kind(self, device: str, tag: str) -> WriteKind:
+        return writer.write_kind(self._tag(device, tag))
+
+    async def write(self, device: str, tag: str, value: Value) -> None:
+        """Write a raw value (checked by ``gateway.writes.coerce``) with the tag's type and order."""
+        t = self._tag(device, tag)
         if not t.writable:
             raise WriteError(f"tag {device}/{tag} of source {self.name!r} is not writable (set writable: true)")
-        if value is None:
-            raise WriteError("no value")
-        address = self.config.devices[device].protocol_address(t)
         try:
             async with self._lock:
                 client = await self._ensure_link(force=True)
-                if t.table == "coil":
-                    await client.write_coils(address, [bool(value)], unit)
-                elif t.type == "bit":
-                    regs = await client.read("holding", address, 1, unit)
-                    await client.write_registers(address, [_set_bit(int(regs[0]), t, bool(value))], unit)
-                else:
-                    await client.write_registers(address, _encode(t, value), unit)
+                await writer.write_tag(client, self.config.devices[device], t, value)
         except DeviceException as exc:
-            raise WriteError(f"{device}/{tag}: device refused the write with exception code {exc.code}") from exc
+            raise WriteError(f"{device}/{tag}: the device refused the write: {status_name(exc.code)} "
+                             f"(exception {exc.code})") from exc
         except (RequestTimeout, LinkDown, ProtocolError) as exc:
             raise WriteError(f"{device}/{tag}: {exc}") from exc
 
@@ -309,21 +308,3 @@ class ModbusSource:
             self._client.close()
             self._client = None
 
-
-def _encode(tag: ModbusTag, value: Value) -> Sequence[int]:
-    assert value is not None
-    if isinstance(value, list):
-        raise WriteError(f"{tag.name} takes one value, not an array")
-    if tag.type != "string" and isinstance(value, str):
-        raise WriteError(f"{tag.name} takes a number, not {value!r}")
-    try:
-        return encode(value, tag.type, tag.order, tag.length)
-    except ValueError as exc:
-        raise WriteError(f"{tag.name}: {exc}") from exc
-
-
-def _set_bit(reg: int, tag: ModbusTag, on: bool) -> int:
-    bit = tag.bit or 0
-    if tag.order in ("BADC", "DCBA"):  # the bit number counts in the byte-swapped register
-        bit = (bit + 8) % 16
-    return reg | (1 << bit) if on else reg & ~(1 << bit)

@@ -11,7 +11,8 @@ command queued during an outage must not fire minutes later. Fresh means at most
 ``ts``.
 
 Checks, in order, each refusal answered with its reason: freshness, the rate limit (token bucket),
-then the runtime's writer, which refuses unknown or non-writable tags and values outside the tag's
+then the runtime's writer, which refuses unknown or non-writable tags, values that are not exactly of
+the tag's type (``gateway.writes``: a coil takes only ``true``/``false``) and values outside the tag's
 min/max before anything reaches the device. Commands run one at a time, in arrival order.
 
 Response on the request's v5 response topic (with its correlation data), else its ``response_topic``
@@ -41,6 +42,7 @@ from gateway.errors import WriteError
 from gateway.logs import get_logger
 from gateway.model import Value
 from gateway.plugins import TagWriter
+from gateway.writes import shown
 
 WRITE_TIMEOUT = 10.0
 QUEUE_MAX = 100
@@ -180,8 +182,8 @@ class CommandHandler:
         if reply_to is None:
             reply_to = f"{self.response_prefix}/{source}/{device}/{tag}"
         cmd = Command(source, device, tag, value, correlation, reply_to, msg)
-        if isinstance(value, list | dict):
-            raise _refuse(cmd, "value must be a number, true/false or text")
+        if isinstance(value, dict):
+            raise _refuse(cmd, "value must be true/false, a number, text, or an array of them")
         if ts is not None:
             age = time.time() - ts
             if age > self.config.max_age:
@@ -210,11 +212,11 @@ class CommandHandler:
         target = f"{cmd.source}.{cmd.device}.{cmd.tag}"
         if ok:
             self.executed += 1
-            self.audit.info("command executed", target=target, value=cmd.value, correlation=cmd.correlation)
+            self.audit.info("command executed", target=target, value=shown(cmd.value), correlation=cmd.correlation)
             body: dict[str, Any] = {"ok": True, "value": cmd.value}
         else:
             self.refused += 1
-            self.audit.warning("command refused", target=target, value=cmd.value, error=error,
+            self.audit.warning("command refused", target=target, value=shown(cmd.value), error=error,
                                correlation=cmd.correlation)
             body = {"ok": False, "error": error}
         if cmd.correlation is not None:

@@ -13,7 +13,7 @@ import contextlib
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from connectors.opcua.pki import Pki, describe
+from gateway.writes import FLOAT32_MAX, WriteKind, int_kind, shown
 
 Row = tuple[int, Any, int, int, int]
 """(client handle or index, value, raw StatusCode, source ts ns, server ts ns)."""
@@ -47,6 +48,7 @@ _TRIGGERS = {
     "status_value": ua.DataChangeTrigger.StatusValue,
     "status_value_timestamp": ua.DataChangeTrigger.StatusValueTimestamp,
 }
+_NUMERIC_IDS = frozenset(range(2, 12))  # SByte .. Double in the built-in type ids
 _INT_RANGES = {
     ua.VariantType.SByte: (-(2**7), 2**7 - 1), ua.VariantType.Byte: (0, 2**8 - 1),
     ua.VariantType.Int16: (-(2**15), 2**15 - 1), ua.VariantType.UInt16: (0, 2**16 - 1),
@@ -111,10 +113,13 @@ def _ns(dt: datetime | None) -> int:
 
 
 def _plain(v: Any) -> Any:
-    """A Variant's Python value as a Sample value (float | int | bool | str | None)."""
+    """A Variant's Python value as a Sample value: float | int | bool | str | None, or a list of them for an
+    array (nested lists for a matrix: asyncua reshapes a matrix by its Dimensions)."""
     t = type(v)
     if t is float or t is int or t is bool or t is str or v is None:
         return v
+    if t is list:
+        return [_plain(x) for x in v]
     if t is datetime:
         return v.isoformat()
     if isinstance(v, bytes | bytearray):
@@ -123,6 +128,10 @@ def _plain(v: Any) -> Any:
         return v.Text
     if isinstance(v, int | float | str):  # IntEnum and friends
         return v
+    if isinstance(v, ua.NodeId):
+        return v.to_string()
+    if isinstance(v, ua.QualifiedName):
+        return f"{v.NamespaceIndex}:{v.Name}"
     return str(v)
 
 
@@ -159,7 +168,8 @@ class ItemSpec:
     node: ua.NodeId
     sampling_ms: float
     queue_size: int
-    trigger: str
+    trigger: str | None
+    """None: no DataChangeFilter at all (the server's default: a change of status or value reports)."""
     deadband: float | None
     deadband_percent: float | None
 
@@ -209,7 +219,7 @@ class Session:
     def __init__(self, client: Client, timeout: float) -> None:
         self._client = client
         self._timeout = timeout
-        self._types: dict[ua.NodeId, ua.VariantType] = {}
+        self._types: dict[ua.NodeId, tuple[ua.VariantType, bool]] = {}
         self._sub_id: int | None = None
         self.limits_cache = Limits(0, 0)
         self.lost = asyncio.Event()
@@ -428,11 +438,15 @@ class Session:
 
     @staticmethod
     def _item_request(it: ItemSpec) -> ua.MonitoredItemCreateRequest:
-        flt = ua.DataChangeFilter(Trigger=_TRIGGERS[it.trigger])
-        if it.deadband is not None:
-            flt.DeadbandType, flt.DeadbandValue = ua.DeadbandType.Absolute, it.deadband
-        elif it.deadband_percent is not None:
-            flt.DeadbandType, flt.DeadbandValue = ua.DeadbandType.Percent, it.deadband_percent
+        # A filter only when asked for: some servers (node-opcua) apply a StatusValue filter to a String,
+        # Boolean or DateTime variable by reporting it once and never again.
+        flt: ua.DataChangeFilter | None = None
+        if it.trigger is not None or it.deadband is not None or it.deadband_percent is not None:
+            flt = ua.DataChangeFilter(Trigger=_TRIGGERS[it.trigger or "status_value"])
+            if it.deadband is not None:
+                flt.DeadbandType, flt.DeadbandValue = ua.DeadbandType.Absolute, it.deadband
+            elif it.deadband_percent is not None:
+                flt.DeadbandType, flt.DeadbandValue = ua.DeadbandType.Percent, it.deadband_percent
         p = ua.MonitoringParameters(ClientHandle=it.handle, SamplingInterval=it.sampling_ms,
                                     QueueSize=it.queue_size, DiscardOldest=True, Filter=flt)
         return ua.MonitoredItemCreateRequest(
@@ -442,26 +456,63 @@ class Session:
 
     # --- writes ---------------------------------------------------------------------------------
 
-    async def _variant_type(self, node: ua.NodeId) -> ua.VariantType:
-        vt = self._types.get(node)
-        if vt is not None:
-            return vt
-        dvs = await self._read_raw([node], AttributeIds.DataType)
-        dt = dvs[0].Value.Value if dvs[0].Value is not None else None
+    async def numeric(self, nodes: Sequence[ua.NodeId]) -> list[bool]:
+        """Whether each node's DataType is a number (built-in numeric types and their subtypes such as
+        Duration, by their current value otherwise), in as few reads as MaxNodesPerRead allows."""
+        out = []
+        types = await self._read_raw(nodes, AttributeIds.DataType)
+        unsure = []
+        for i, dv in enumerate(types):
+            dt = dv.Value.Value if dv.Value is not None else None
+            if isinstance(dt, ua.NodeId) and dt.NamespaceIndex == 0 and isinstance(dt.Identifier, int) \
+                    and 1 <= dt.Identifier <= 25:
+                out.append(dt.Identifier in _NUMERIC_IDS)
+            else:
+                out.append(False)
+                unsure.append(i)
+        if unsure:
+            values = await self._read_raw([nodes[i] for i in unsure])
+            for i, dv in zip(unsure, values, strict=True):
+                v = dv.Value.Value if dv.Value is not None else None
+                out[i] = isinstance(v, int | float) and not isinstance(v, bool)
+        return out
+
+    async def value_type(self, node: ua.NodeId) -> tuple[ua.VariantType, bool]:
+        """The node's variant type and whether it holds an array (from DataType and ValueRank), cached."""
+        cached = self._types.get(node)
+        if cached is not None:
+            return cached
+        params = ua.ReadParameters()
+        params.NodesToRead = [ua.ReadValueId(NodeId=node, AttributeId=AttributeIds.DataType),
+                              ua.ReadValueId(NodeId=node, AttributeId=AttributeIds.ValueRank)]
+        dtype, rank = await self._call(self._client.uaclient.read(params), "read data type")
+        dt = dtype.Value.Value if dtype.Value is not None else None
+        vr = rank.Value.Value if rank.Value is not None and _status(rank.StatusCode) == 0 else -1
+        vt: ua.VariantType | None = None
         if isinstance(dt, ua.NodeId) and dt.NamespaceIndex == 0 and isinstance(dt.Identifier, int) \
                 and 1 <= dt.Identifier <= 25:
             vt = ua.VariantType(dt.Identifier)
-        else:  # a subtype (UtcTime, Duration, an enumeration): the current value's variant type says it
+        array = isinstance(vr, int) and vr >= 0
+        if vt is None or vr in (-2, -3):  # a subtype (UtcTime, an enumeration) or any rank: the value says
             cur = (await self._read_raw([node]))[0]
             if cur.Value is None or _status(cur.StatusCode) & 0x80000000:
                 raise OpcUaError(f"cannot tell the data type of {node.to_string()}", BAD_TYPE_MISMATCH)
-            vt = cur.Value.VariantType
-        self._types[node] = vt
-        return vt
+            vt = vt or cur.Value.VariantType
+            array = array or isinstance(cur.Value.Value, list)
+        self._types[node] = (vt, array)
+        return vt, array
+
+    async def write_kind(self, node: ua.NodeId) -> WriteKind:
+        vt, array = await self.value_type(node)
+        return write_kind_of(vt, array)
 
     async def write(self, node: ua.NodeId, value: Any) -> None:
-        vt = await self._variant_type(node)
-        variant = ua.Variant(_coerce(value, vt), vt)
+        vt, array = await self.value_type(node)
+        if array != isinstance(value, list):
+            raise OpcUaError(f"{node.to_string()} holds {'an array' if array else 'one value'} of {vt.name}",
+                             BAD_TYPE_MISMATCH)
+        plain = [_coerce(v, vt) for v in value] if isinstance(value, list) else _coerce(value, vt)
+        variant = ua.Variant(plain, vt, is_array=array)
         params = ua.WriteParameters()
         params.NodesToWrite = [ua.WriteValue(NodeId=node, AttributeId=AttributeIds.Value,
                                              Value=ua.DataValue(variant))]
@@ -554,41 +605,70 @@ def _first_cert(chain: bytes) -> bytes:
     return chain[:length]
 
 
+_INT_TYPES = {
+    ua.VariantType.SByte: (8, True), ua.VariantType.Byte: (8, False),
+    ua.VariantType.Int16: (16, True), ua.VariantType.UInt16: (16, False),
+    ua.VariantType.Int32: (32, True), ua.VariantType.UInt32: (32, False),
+    ua.VariantType.Int64: (64, True), ua.VariantType.UInt64: (64, False),
+}
+
+
+def write_kind_of(vt: ua.VariantType, array: bool) -> WriteKind:
+    """What a node of this variant type accepts, by ``gateway.writes``' rule."""
+    if vt == ua.VariantType.Boolean:
+        kind = WriteKind("bool", type_name="Boolean")
+    elif vt in _INT_TYPES:
+        kind = int_kind(*_INT_TYPES[vt], vt.name)
+    elif vt == ua.VariantType.Float:
+        kind = WriteKind("float", -FLOAT32_MAX, FLOAT32_MAX, type_name="Float")
+    elif vt == ua.VariantType.Double:
+        kind = WriteKind("float", type_name="Double")
+    elif vt in (ua.VariantType.String, ua.VariantType.XmlElement, ua.VariantType.LocalizedText,
+                ua.VariantType.Guid):
+        kind = WriteKind("string", type_name=vt.name)
+    elif vt == ua.VariantType.DateTime:
+        kind = WriteKind("datetime", type_name="DateTime")
+    elif vt == ua.VariantType.ByteString:
+        kind = WriteKind("bytes", type_name="ByteString")
+    else:
+        raise OpcUaError(f"writing {vt.name} values is not supported", BAD_TYPE_MISMATCH)
+    return replace(kind, array=True, type_name=f"{kind.type_name}[]") if array else kind
+
+
 def _coerce(value: Any, vt: ua.VariantType) -> Any:
-    """A raw Python value as the node's own type; refuses what would not fit rather than letting it wrap."""
+    """A raw value (already checked by ``gateway.writes.coerce``) as the node's own Python type; refuses what
+    is not exactly right rather than converting it (no ``bool()`` of text, no wrap-around)."""
     try:
         if vt == ua.VariantType.Boolean:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low not in ("true", "false", "1", "0"):
-                    raise ValueError(f"{value!r} is not a boolean")
-                return low in ("true", "1")
-            return bool(value)
+            if type(value) is not bool:
+                raise ValueError("expected true or false")
+            return value
         if vt in _INT_RANGES:
-            f = float(value)
-            if not f.is_integer():
-                raise ValueError(f"{value!r} is not a whole number")
+            if type(value) is bool or not isinstance(value, int | float) or not float(value).is_integer():
+                raise ValueError("expected a whole number")
             lo, hi = _INT_RANGES[vt]
-            i = int(f) if not isinstance(value, int) else value
-            if not lo <= i <= hi:
-                raise ValueError(f"{value!r} is outside {vt.name} [{lo}, {hi}]")
-            return int(i)
+            if not lo <= value <= hi:
+                raise ValueError(f"outside {vt.name} [{lo}, {hi}]")
+            return int(value)
         if vt in (ua.VariantType.Float, ua.VariantType.Double):
+            if type(value) is bool or not isinstance(value, int | float):
+                raise ValueError("expected a number")
             return float(value)
+        if not isinstance(value, str):
+            raise ValueError("expected text")
         if vt in (ua.VariantType.String, ua.VariantType.XmlElement):
-            return str(value)
+            return value
         if vt == ua.VariantType.LocalizedText:
-            return ua.LocalizedText(str(value))
+            return ua.LocalizedText(value)
         if vt == ua.VariantType.DateTime:
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return datetime.fromtimestamp(value, UTC)
-            dt = datetime.fromisoformat(str(value))
-            return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                raise ValueError("a time needs its zone")
+            return dt
         if vt == ua.VariantType.ByteString:
-            return bytes.fromhex(str(value))
+            return bytes.fromhex(value)
         if vt == ua.VariantType.Guid:
-            return uuid.UUID(str(value))
+            return uuid.UUID(value)
     except (TypeError, ValueError) as exc:
-        raise OpcUaError(f"cannot write {value!r} as {vt.name}: {exc}", BAD_TYPE_MISMATCH) from exc
+        raise OpcUaError(f"cannot write {shown(value)} as {vt.name}: {exc}", BAD_TYPE_MISMATCH) from exc
     raise OpcUaError(f"writing {vt.name} values is not supported", BAD_TYPE_MISMATCH)
-

@@ -42,7 +42,13 @@ class OpcUaTag(TagBase):
     node: str = Field(description="NodeId (nsu=URI;s=..., ns=2;i=..., ...) or browse path /Objects/2:Line1/2:Temp")
     sampling_interval: Duration | None = Field(None, description="server sampling interval; default the device's")
     queue_size: int | None = Field(None, ge=1, le=10_000, description="server-side queue; default the device's")
-    trigger: Trigger | None = Field(None, description="data-change trigger; default status_value")
+    trigger: Trigger | None = Field(
+        None, description="data-change trigger; default: no filter at all (the server reports every change of "
+        "status or value), or with a server deadband status_value for numbers, status_value_timestamp otherwise"
+    )
+    server_timestamp: bool | None = Field(
+        None, description="carry the server timestamp beside the source timestamp; default the device's"
+    )
     server_deadband: float | None = Field(None, ge=0, description="absolute deadband applied by the server")
     server_deadband_percent: float | None = Field(
         None, ge=0, le=100, description="percent-of-EURange deadband applied by the server"
@@ -105,6 +111,10 @@ class OpcUaDevice(StrictModel):
     timestamp: Literal["source", "server", "gateway"] = Field(
         "source", description="which timestamp becomes the sample's source_ts; only that one is requested with "
         "subscribed values (a value the server sends without it gets the gateway's time)"
+    )
+    server_timestamp: bool = Field(
+        False, description="carry each value's server timestamp too (Sample.server_ts: the store, MQTT and line "
+        "protocol get a server_ts field); asks the server for both timestamps"
     )
     timeout: Duration = Field(5.0, gt=0, description="per-request timeout")
     watchdog: Duration = Field(

@@ -36,12 +36,15 @@ from connectors.opcua.config import OpcUaDevice, OpcUaSourceConfig, OpcUaTag
 from connectors.opcua.pki import Pki
 from gateway.backoff import Backoff
 from gateway.contracts import Emit
-from gateway.errors import WriteError
+from gateway.errors import DeviceNotConnected, WriteError
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
+from gateway.status_codes import UNCERTAIN_TIMESTAMP
+from gateway.writes import WriteKind
 
 _new = tuple.__new__
 _GOOD, _UNCERTAIN, _BAD = Quality.GOOD, Quality.UNCERTAIN, Quality.BAD
+FUTURE_SLACK_NS = 86_400 * 10**9  # a device clock more than a day ahead is wrong, not early
 
 
 def quality_of(status: int) -> Quality:
@@ -51,13 +54,16 @@ def quality_of(status: int) -> Quality:
 
 
 class _Tag:
-    __slots__ = ("address", "config", "name", "unit")
+    __slots__ = ("address", "config", "name", "server_ts", "unit")
 
-    def __init__(self, name: str, address: str, unit: str | None, config: OpcUaTag | None) -> None:
+    def __init__(self, name: str, address: str, unit: str | None, config: OpcUaTag | None,
+                 server_ts: bool = False) -> None:
         self.name = name
         self.address = address
         self.unit = unit
         self.config = config
+        self.server_ts = server_ts
+        """Carry the server timestamp in ``Sample.server_ts``."""
 
 
 class _Device:
@@ -67,19 +73,27 @@ class _Device:
         self.source = source
         self.name = name
         self.cfg = cfg
-        self.configured = [_Tag(t.name, t.node, t.unit, t) for t in cfg.tags]
+        self.configured = [
+            _Tag(t.name, t.node, t.unit, t, cfg.server_timestamp if t.server_timestamp is None else t.server_timestamp)
+            for t in cfg.tags]
+        self.wants_server_ts = any(t.server_ts for t in self.configured) or cfg.server_timestamp
         self.tags: list[_Tag] = list(self.configured)
         self.nodes: list[Any] = []
         self.session: Session | None = None
         self.last_activity = 0.0
         self.lost_reason: str | None = None
         self.wake = asyncio.Event()
+        self.ready = asyncio.Event()
+        """Set while a session is up and its tags are resolved (a write waits for it briefly)."""
         self.sessions_opened = 0
         self.items_created = 0
         self.notifications = 0
         self.last_error: str | None = None
         """Why the last connection attempt or session failed (None while healthy)."""
         self._ts_mode = cfg.timestamp
+        self.insane_ts: set[int] = set()
+        """Handles whose last timestamp was replaced (logged once per episode)."""
+        self.timestamps_replaced = 0
         labels = (source.name, name)
         self._connected = metrics.device_connected.labels(*labels) if metrics else None
         self._reads = metrics.device_reads.labels(*labels) if metrics else None
@@ -109,6 +123,7 @@ class _Device:
         tags = self.tags
         device = self.name
         mode = self._ts_mode
+        latest = gw + FUTURE_SLACK_NS
         out: list[Sample] = []
         append = out.append
         bad = 0
@@ -122,17 +137,38 @@ class _Device:
                 ts = srv or src or gw
             else:
                 ts = gw
+            # 1601-01-01 (the OPC-UA minimum), anything before 1970 or more than a day ahead: not a time
+            # to file a value under. The receive time stands in and the sample says so.
+            if not 0 < ts <= latest:
+                ts, status = gw, self.insane_timestamp(handle, status)
+            elif self.insane_ts and handle in self.insane_ts:
+                self.sane_again(handle)
+            keep = srv if tag.server_ts and 0 < srv <= latest else 0
             if status == 0:
-                append(_new(Sample, (device, tag.name, value, _GOOD, 0, ts, gw, tag.unit, 0)))
+                append(_new(Sample, (device, tag.name, value, _GOOD, 0, ts, gw, tag.unit, keep)))
             else:
                 q = quality_of(status)
                 if q is _BAD:
                     bad += 1
                     self.count_error(status)
-                append(_new(Sample, (device, tag.name, value, q, status, ts, gw, tag.unit, 0)))
+                append(_new(Sample, (device, tag.name, value, q, status, ts, gw, tag.unit, keep)))
         if len(out) > bad and self._last_good is not None:
             self._last_good.set(gw / 1e9)
         return out
+
+    def insane_timestamp(self, handle: int, status: int) -> int:
+        """Count a replaced timestamp, log the tag's first one, and return the sample's status."""
+        self.timestamps_replaced += 1
+        self.count_error(UNCERTAIN_TIMESTAMP)
+        if handle not in self.insane_ts:
+            self.insane_ts.add(handle)
+            self.source._log.warning("opcua timestamp outside the sane window; using the receive time",
+                                    device=self.name, tag=self.tags[handle].name, timestamp=self._ts_mode)
+        return UNCERTAIN_TIMESTAMP if status == 0 else status
+
+    def sane_again(self, handle: int) -> None:
+        self.insane_ts.discard(handle)
+        self.source._log.info("opcua timestamps sane again", device=self.name, tag=self.tags[handle].name)
 
     def on_rows(self, rows: list[Row]) -> None:
         self.last_activity = time.monotonic()
@@ -228,6 +264,7 @@ class OpcUaSource:
                 dev.sessions_opened += 1
                 await self._setup(dev, session)
                 dev.session = session
+                dev.ready.set()
                 dev.set_connected(True)
                 backoff.reset()
                 log.info("opcua device connected", tags=len(dev.tags), mode=cfg.mode)
@@ -246,6 +283,7 @@ class OpcUaSource:
             finally:
                 was_up = dev.session is not None
                 dev.session = None
+                dev.ready.clear()
                 dev.set_connected(False)
                 if was_up:  # every tag BAD at once, before the (possibly slow) close
                     dev.bad_rows(list(range(len(dev.tags))), adapter.BAD_COMMUNICATION_ERROR)
@@ -320,16 +358,26 @@ class OpcUaSource:
     async def _watch(self, dev: _Device, session: Session) -> None:
         cfg = dev.cfg
         items = []
+        # A deadband without a trigger: status_value for numbers, status_value_timestamp otherwise (a text
+        # or a state that is set again to the same value still reports its new timestamp).
+        default_trigger = [h for h, node in enumerate(dev.nodes) if node is not None and (t := dev.tags[h].config)
+                           and t.trigger is None and (t.server_deadband is not None
+                                                      or t.server_deadband_percent is not None)]
+        numeric = dict(zip(default_trigger, await session.numeric([dev.nodes[h] for h in default_trigger]),
+                           strict=True)) if default_trigger else {}
         for h, node in enumerate(dev.nodes):
             if node is None:
                 continue
             t = dev.tags[h].config
+            trigger = t.trigger if t else None
+            if h in numeric:
+                trigger = "status_value" if numeric[h] else "status_value_timestamp"
             items.append(ItemSpec(
                 handle=h, node=node,
                 sampling_ms=1000 * (t.sampling_interval if t and t.sampling_interval is not None
                                     else cfg.sampling_interval),
                 queue_size=t.queue_size if t and t.queue_size else cfg.queue_size,
-                trigger=(t.trigger if t and t.trigger else "status_value"),
+                trigger=trigger,
                 deadband=t.server_deadband if t else None,
                 deadband_percent=t.server_deadband_percent if t else None,
             ))
@@ -338,7 +386,7 @@ class OpcUaSource:
         dev.lost_reason = None
         codes = await session.subscribe(
             cfg.publishing_interval, items, dev.on_rows, dev.on_keepalive, dev.on_status,
-            keepalive_count=keepalive, timestamps=cfg.timestamp,
+            keepalive_count=keepalive, timestamps="both" if dev.wants_server_ts else cfg.timestamp,
         )
         refused: dict[int, list[int]] = {}
         for it, code in zip(items, codes, strict=True):
@@ -388,8 +436,8 @@ class OpcUaSource:
 
     # --- writes ----------------------------------------------------------------------------------
 
-    async def write(self, device: str, tag: str, value: Value) -> None:
-        """Write a raw value (the caller applied ``gateway.writes.to_raw``) with the node's own DataType."""
+    async def _target(self, device: str, tag: str) -> tuple[Session, Any, OpcUaTag]:
+        """The session and node of a writable tag, waiting up to the device's timeout for its link."""
         dev = self.devices.get(device)
         if dev is None:
             raise WriteError(f"source {self.name!r} has no device {device!r}")
@@ -399,12 +447,28 @@ class OpcUaSource:
         cfg = dev.tags[handle].config
         if cfg is None or not cfg.writable:
             raise WriteError(f"tag {device}/{tag} of source {self.name!r} is not writable (set writable: true)")
+        if dev.session is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dev.ready.wait(), dev.cfg.timeout)
         session = dev.session
         if session is None:
-            raise WriteError(f"device {device!r} is not connected")
+            why = f": {dev.last_error}" if dev.last_error else ""
+            raise DeviceNotConnected(f"device {device!r} is not connected{why}")
         node = dev.nodes[handle] if handle < len(dev.nodes) else None
         if node is None:
             raise WriteError(f"tag {device}/{tag}: node {cfg.node!r} did not resolve")
+        return session, node, cfg
+
+    async def write_kind(self, device: str, tag: str) -> WriteKind:
+        session, node, _ = await self._target(device, tag)
+        try:
+            return await session.write_kind(node)
+        except OpcUaError as exc:
+            raise WriteError(f"{device}/{tag}: {exc}") from exc
+
+    async def write(self, device: str, tag: str, value: Value) -> None:
+        """Write a raw value (checked by ``gateway.writes.coerce``) as the node's own DataType."""
+        session, node, _ = await self._target(device, tag)
         try:
             await session.write(node, value)
         except OpcUaError as exc:

@@ -23,10 +23,12 @@ from gateway.errors import WriteError
 from gateway.generators import Constant, GenValue, derive_seed
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
+from gateway.writes import BOOL, WriteKind, shown
 
 _GOOD = Quality.GOOD
 _new = tuple.__new__  # Sample without NamedTuple.__new__'s Python-level call
 
+_NUMBER = WriteKind("float", type_name="number")
 _Row = tuple[str, str, Callable[[float], GenValue], str | None]
 
 
@@ -52,12 +54,14 @@ class SyntheticSource:
         self._rows: list[_Row] = []
         self._index: dict[tuple[str, str], int] = {}
         self._writable: list[bool] = []
+        self._kinds: list[WriteKind] = []
         for device, dev in config.devices.items():
             for tag in dev.tags:
                 gen = tag.build(derive_seed(config.seed, device, tag.name))
                 self._index[(device, tag.name)] = len(self._rows)
                 self._rows.append((device, tag.name, gen.value, tag.unit))
                 self._writable.append(tag.writable)
+                self._kinds.append(BOOL if getattr(tag, "boolean", False) else _NUMBER)
         # Every device of this source misses a skipped tick; children cached once, off the hot path.
         self._skip_counters = (
             [metrics.skipped_ticks.labels(name, device) for device in config.devices] if metrics else []
@@ -106,14 +110,22 @@ class SyntheticSource:
                     episode_skips = 0
                 tick += 1
 
-    async def write(self, device: str, tag: str, value: Value) -> None:
-        """Hold ``value`` (raw) on a writable tag from the next tick on, like a setpoint."""
+    def _position(self, device: str, tag: str) -> int:
         i = self._index.get((device, tag))
         if i is None:
             raise WriteError(f"source {self.name!r} has no tag {tag!r} on device {device!r}")
+        return i
+
+    async def write_kind(self, device: str, tag: str) -> WriteKind:
+        return self._kinds[self._position(device, tag)]
+
+    async def write(self, device: str, tag: str, value: Value) -> None:
+        """Hold ``value`` (raw) on a writable tag from the next tick on, like a setpoint."""
+        i = self._position(device, tag)
         if not self._writable[i]:
             raise WriteError(f"tag {device}/{tag} of source {self.name!r} is not writable (set writable: true)")
-        if value is None or isinstance(value, str | list):
-            raise WriteError(f"tag {device}/{tag} takes a number or a boolean, not {value!r}")
+        wants_bool = self._kinds[i] is BOOL
+        if value is None or isinstance(value, str | list) or (type(value) is bool) != wants_bool:
+            raise WriteError(f"tag {device}/{tag} takes {self._kinds[i].describe()}, not {shown(value)}")
         d, n, _, u = self._rows[i]
         self._rows[i] = (d, n, Constant(value).value, u)

@@ -5,45 +5,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import add_config_arg, load_or_report
+from gateway.config.base import TagBase
 from gateway.contracts import WritableSource
-from gateway.errors import WriteError
+from gateway.errors import DeviceNotConnected, WriteError
 from gateway.logs import configure_logging, get_logger
 from gateway.metrics import Metrics
-from gateway.model import Value
+from gateway.model import Batch, Value
 from gateway.plugins import BuildContext, source_plugin
-from gateway.writes import to_raw
+from gateway.writes import WriteKind, coerce, parse_cli, shown
+
+CONNECT_DEADLINE = 15.0  # s: how long the command waits for a device that does not answer yet
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("write", help="write one value to a writable tag",
                        description="Write VALUE (engineering units) to TAG of SOURCE.DEVICE. Only tags marked "
-                       "`writable: true` accept writes; min/max limits apply.")
+                       "`writable: true` accept writes; min/max limits apply. The value is checked against the tag's "
+                       "type (for OPC-UA, the node's) before anything reaches the device; every write is "
+                       "audit-logged.")
     add_config_arg(p, required=True)
     p.add_argument("target", metavar="SOURCE.DEVICE")
     p.add_argument("tag", metavar="TAG")
-    p.add_argument("value", metavar="VALUE", help="true/false, a number, or text")
+    p.add_argument("value", metavar="VALUE", help="what the tag accepts: true/false/1/0 for a bool, a number, "
+                   "text, or a JSON array such as [1,2,3] for an array node")
     p.set_defaults(handler=write)
-
-
-def parse_value(text: str) -> Value:
-    low = text.strip().lower()
-    if low in ("true", "on"):
-        return True
-    if low in ("false", "off"):
-        return False
-    try:
-        return int(text, 0)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def write(args: argparse.Namespace) -> int:
@@ -64,27 +55,58 @@ def write(args: argparse.Namespace) -> int:
     if tag is None:
         print(f"edge-gateway write: no tag {args.tag!r} on {source_name}.{device}", file=sys.stderr)
         return 2
+    target = f"{source_name}.{device}.{args.tag}"
     if not tag.writable:
-        print(f"edge-gateway write: {source_name}.{device}.{args.tag} is not writable "
-              "(set `writable: true` on the tag)", file=sys.stderr)
+        print(f"edge-gateway write: {target} is not writable (set `writable: true` on the tag)", file=sys.stderr)
         return 2
     configure_logging(cfg.log.level, cfg.log.format)
-    value = parse_value(args.value)
+    audit = get_logger("gateway.audit", via="cli")
     try:
-        raw = to_raw(tag, value)
-        asyncio.run(_write(str(Path(cfg.data_dir).expanduser()), cfg, source_name, device, args.tag, raw))
+        value = asyncio.run(_write(str(Path(cfg.data_dir).expanduser()), cfg, source_name, device, tag, args.value))
     except WriteError as exc:
-        print(f"edge-gateway write: {source_name}.{device}.{args.tag}: {exc}", file=sys.stderr)
+        audit.warning("write refused", target=target, value=shown(args.value), error=str(exc))
+        print(f"edge-gateway write: {target}: {exc}", file=sys.stderr)
         return 1
-    print(f"{source_name}.{device}.{args.tag} <- {value!r}")
+    audit.info("write executed", target=target, value=shown(value))
+    print(f"{target} <- {shown(value)}")
     return 0
 
 
-async def _write(data_dir: str, cfg: Any, source_name: str, device: str, tag: str, value: Value) -> None:
+async def _discard(batch: Batch) -> None:
+    return None
+
+
+async def _write(data_dir: str, cfg: Any, source_name: str, device: str, tag: TagBase, text: str) -> Value:
+    """Run the source (an OPC-UA device connects in its run loop), write once, stop it; returns the value."""
     scfg = cfg.sources[source_name]
-    ctx = BuildContext(metrics=Metrics(), site=cfg.site, data_dir=data_dir,
-                       log=get_logger("gateway.write"))
+    ctx = BuildContext(metrics=Metrics(), site=cfg.site, data_dir=data_dir, log=get_logger("gateway.write"))
     source = source_plugin(scfg.type).factory(source_name, scfg, ctx)
     if not isinstance(source, WritableSource):
         raise WriteError(f"source type {scfg.type!r} does not support writes")
-    await source.write(device, tag, value)
+    runner = asyncio.create_task(source.run(_discard), name=f"write:{source_name}")
+    try:
+        kind = await _until_connected(source, device, tag.name, runner)
+        value = parse_cli(kind, text)
+        raw = coerce(tag, kind, value)
+        await source.write(device, tag.name, raw)
+        return value
+    finally:
+        runner.cancel()
+        with contextlib.suppress(BaseException):
+            await runner
+        close = getattr(source, "close", None)
+        if close is not None:
+            await close()
+
+
+async def _until_connected(source: WritableSource, device: str, tag: str, runner: asyncio.Task[None]) -> WriteKind:
+    """What the tag accepts, asked until the device answers or ``CONNECT_DEADLINE`` passes."""
+    deadline = asyncio.get_running_loop().time() + CONNECT_DEADLINE
+    while True:
+        if runner.done() and not runner.cancelled() and runner.exception() is not None:
+            raise WriteError(f"the source stopped: {runner.exception()}")
+        try:
+            return await source.write_kind(device, tag)
+        except DeviceNotConnected:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise

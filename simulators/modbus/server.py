@@ -34,7 +34,7 @@ from gateway.generators import derive_seed
 from simulators.modbus.config import SimDeviceConfig, SimFault, SimRegister, SimString, SimulatorConfig
 
 _TABLE_BY_FC: dict[int, Table] = {1: "coil", 5: "coil", 15: "coil", 2: "discrete_input",
-                                  3: "holding", 6: "holding", 16: "holding", 23: "holding", 4: "input"}
+                                  3: "holding", 6: "holding", 16: "holding", 22: "holding", 23: "holding", 4: "input"}
 _FC_READ: dict[Table, int] = {"coil": 1, "discrete_input": 2, "holding": 3, "input": 4}
 _TABLES: tuple[Table, ...] = ("coil", "discrete_input", "holding", "input")
 

@@ -37,6 +37,7 @@ async def gateway(tmp_path: Path, mosquitto_server: Mosquitto,
             {"name": "setpoint", "signal": "constant", "value": 10.0, "writable": True, "min": 0, "max": 100,
              "scale": 2.0},
             {"name": "temp", "signal": "sine"},
+            {"name": "pump", "signal": "square", "low": False, "high": True, "period": 60, "writable": True},
         ]}}}},
         "sinks": {"cloud": {
             "type": "mqtt", "port": mosquitto_server.port, "protocol": protocol, "layout": "tag",
@@ -89,6 +90,33 @@ async def test_v5_commands_write_or_are_refused_with_a_reason(gateway: Runtime, 
         assert body == {"ok": True, "value": 7.5, "ts": body["ts"]}
     assert gateway.sinks["cloud"].commands.executed == 2  # type: ignore[attr-defined]
     assert gateway.sinks["cloud"].commands.refused == 5  # type: ignore[attr-defined]
+
+
+async def test_values_a_tag_does_not_accept_never_reach_the_device(gateway: Runtime,
+                                                                   mosquitto_server: Mosquitto) -> None:
+    source = gateway.sources["line"]
+    with Subscriber(mosquitto_server.port, ["replies/#", "acme/busan/packaging/line1/m1/pump"]) as sub:
+        await sub.wait_for(lambda m: any(r.topic.endswith("/pump") for r in m))
+        before = source.batch(0.0).samples  # type: ignore[attr-defined]
+        refused = {
+            b"b1": ("pump", "false", "accepts true or false"),  # bool("false") would be True
+            b"b2": ("pump", "maybe", "accepts true or false"),
+            b"b3": ("pump", 0, "accepts true or false"),
+            b"b4": ("pump", None, "accepts true or false"),
+            b"b5": ("setpoint", True, "accepts a number"),  # True is not 1, and never passes min/max
+            b"b6": ("setpoint", "42", "accepts a number"),
+            b"b7": ("setpoint", [1, 2], "accepts a number"),
+            b"b8": ("setpoint", {"x": 1}, "value must be"),
+        }
+        for corr, (tag, value, reason) in refused.items():
+            body = await request(sub, tag, {"value": value, "ts": iso_now()}, corr)
+            assert body["ok"] is False and reason in str(body["error"]), (corr, body)
+        assert source.batch(0.0).samples[0].value == before[0].value  # type: ignore[attr-defined]
+        ok = await request(sub, "pump", {"value": False, "ts": iso_now()}, b"b9")
+        assert ok["ok"] is True and ok["value"] is False
+        await sub.wait_for(lambda m: any(r.topic.endswith("/pump") and json.loads(r.payload)["value"] is False
+                                         for r in m[-3:]))
+    assert gateway.sinks["cloud"].commands.refused == len(refused)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("gateway", ["3.1.1"], indirect=True)

@@ -16,7 +16,7 @@ from connectors.modbus.config import ModbusSourceConfig
 from connectors.modbus.source import ModbusSource
 from gateway.errors import WriteError
 from gateway.model import Batch, Quality, Sample
-from gateway.writes import to_raw
+from gateway.writes import write_value
 from simulators.modbus.config import SimulatorConfig
 from simulators.modbus.server import running_simulator
 from tests.servers import free_port
@@ -123,7 +123,7 @@ async def test_writes_land_with_the_right_encoding_and_unwritable_tags_are_refus
     by_name = {t.name: t for t in cfg.devices["plc"].tags}
     source = ModbusSource("m", cfg)
     async with running_simulator(sim, port=port) as server:
-        await source.write("plc", "sp", to_raw(by_name["sp"], 21.0))  # engineering 21.0 / scale 0.5 -> raw 42.0
+        await write_value(source, "plc", by_name["sp"], 21.0)  # engineering 21.0 / scale 0.5 -> raw 42.0
         await source.write("plc", "limit", -100000)
         await source.write("plc", "label", "OK")
         await source.write("plc", "flag", True)
@@ -140,6 +140,6 @@ async def test_writes_land_with_the_right_encoding_and_unwritable_tags_are_refus
     assert regs[0:2] == [0x0000, 0x4228]
     assert regs[2:4] == [0xFEFF, 0x6079]
     assert regs[4:6] == [0x4F4B, 0x0000]
-    assert regs[6] == 0x00F1  # read-modify-write kept the other bits
+    assert regs[6] == 0x00F1  # the mask write (function 22) kept the other bits
     assert regs[8] == 1
     assert coil[0] is True

@@ -4,9 +4,6 @@ committed package-lock.json; `./dev test` runs `npm ci` here). The server enforc
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,37 +11,8 @@ import pytest
 from gateway.errors import WriteError
 from gateway.model import Quality
 from tests.integration.opcua_support import running, wait_until
-from tests.servers import free_port
 
-HERE = Path(__file__).parent
 NS = "urn:test:nodeopcua"
-
-
-@pytest.fixture(scope="module")
-def node_opcua_url() -> Iterator[str]:
-    node = shutil.which("node")
-    if node is None:
-        raise RuntimeError("node is not installed: run the tests with ./dev test (installs nodejs)")
-    if not (HERE / "node_modules" / "node-opcua-server").is_dir():
-        raise RuntimeError(f"node-opcua is not installed in {HERE}: run ./dev test (runs npm ci there)")
-    port = free_port()
-    proc = subprocess.Popen([node, str(HERE / "server.js"), str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, cwd=HERE)
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:  # node-opcua prints warnings on stdout before it is ready
-            if line.startswith("ready "):
-                break
-        else:
-            raise RuntimeError(f"node-opcua server exited with {proc.wait(5)} before it was ready")
-        yield f"opc.tcp://127.0.0.1:{port}/interop"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 TAGS = [

@@ -13,7 +13,7 @@ from gateway.cli.main import build_parser, main
 from gateway.config.base import TagBase, parse_duration
 from gateway.errors import WriteError
 from gateway.model import Quality, Sample
-from gateway.writes import to_raw
+from gateway.writes import BOOL, WriteKind, coerce, int_kind
 
 
 def test_sample_is_slotted_immutable_and_defaults() -> None:
@@ -71,21 +71,22 @@ def test_plugins_import_no_protocol_library() -> None:
     assert out.strip() == "[]"
 
 
-def test_to_raw_inverts_scale_and_checks_limits() -> None:
+def test_coerce_inverts_scale_and_checks_limits() -> None:
     tag = TagBase(name="sp", scale=0.1, offset=-5.0, min=0, max=100, writable=True)
-    assert to_raw(tag, 20.0) == pytest.approx(250.0)
-    assert to_raw(tag, 20) == 250 and isinstance(to_raw(tag, 20), int)
+    real = WriteKind("float")
+    assert coerce(tag, real, 20.0) == pytest.approx(250.0)
+    assert coerce(tag, int_kind(16, False), 20) == 250 and isinstance(coerce(tag, int_kind(16, False), 20), int)
     with pytest.raises(WriteError, match="above the tag's maximum 100"):
-        to_raw(tag, 100.5)
+        coerce(tag, real, 100.5)
     with pytest.raises(WriteError, match="below the tag's minimum 0"):
-        to_raw(tag, -1)
+        coerce(tag, real, -1)
     with pytest.raises(WriteError, match="not a finite"):
-        to_raw(tag, float("nan"))
+        coerce(tag, real, float("nan"))
     with pytest.raises(WriteError, match="not writable"):
-        to_raw(TagBase(name="ro"), 1)
-    assert to_raw(TagBase(name="b", writable=True), True) is True
+        coerce(TagBase(name="ro"), real, 1)
+    assert coerce(TagBase(name="b", writable=True), BOOL, True) is True
     with pytest.raises(WriteError, match="scale 0"):
-        to_raw(TagBase(name="z", scale=0.0, writable=True), 1.0)
+        coerce(TagBase(name="z", scale=0.0, writable=True), real, 1.0)
 
 
 def test_cli_tree_has_the_product_commands() -> None:

@@ -9,13 +9,14 @@ import yaml
 from asyncua import ua
 
 from connectors.opcua import adapter
-from connectors.opcua.adapter import OpcUaError, _chunks, _coerce, _parse_nodeid, _plain
+from connectors.opcua.adapter import OpcUaError, _chunks, _coerce, _parse_nodeid, _plain, write_kind_of
 from connectors.opcua.config import OpcUaSourceConfig
 from connectors.opcua.pki import Pki, describe
 from connectors.opcua.source import quality_of
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.model import Quality
+from gateway.writes import FLOAT32_MAX
 
 
 def cfg(tags: list[dict[str, object]], **dev: object) -> dict[str, object]:
@@ -79,12 +80,25 @@ def test_write_values_are_coerced_to_the_nodes_type_or_refused() -> None:
     vt = ua.VariantType
     assert _coerce(7, vt.Float) == 7.0 and type(_coerce(7, vt.Float)) is float
     assert _coerce(12.0, vt.Int16) == 12 and type(_coerce(12.0, vt.Int16)) is int
-    assert _coerce("true", vt.Boolean) is True and _coerce(0, vt.Boolean) is False
+    assert _coerce(True, vt.Boolean) is True and _coerce(False, vt.Boolean) is False
     assert _coerce(2**64 - 1, vt.UInt64) == 2**64 - 1
-    for value, t in ((40000, vt.Int16), (-1, vt.UInt32), (1.5, vt.Int32), ("maybe", vt.Boolean)):
+    for value, t in ((40000, vt.Int16), (-1, vt.UInt32), (1.5, vt.Int32), ("maybe", vt.Boolean), ("true", vt.Boolean),
+                     (0, vt.Boolean), (True, vt.Int32), (True, vt.Double), ("1", vt.Double), (5, vt.String)):
         with pytest.raises(OpcUaError):
             _coerce(value, t)
     assert _coerce("2026-01-02T03:04:05+00:00", vt.DateTime).year == 2026
+
+
+def test_node_types_map_to_write_kinds() -> None:
+    vt = ua.VariantType
+    assert write_kind_of(vt.Boolean, False).base == "bool"
+    assert (write_kind_of(vt.Byte, False).lo, write_kind_of(vt.Byte, False).hi) == (0, 255)
+    assert write_kind_of(vt.Float, False).hi == FLOAT32_MAX
+    arr = write_kind_of(vt.Int32, True)
+    assert arr.array and arr.base == "int" and arr.type_name == "Int32[]"
+    assert write_kind_of(vt.DateTime, False).base == "datetime"
+    with pytest.raises(OpcUaError, match="not supported"):
+        write_kind_of(vt.ExtensionObject, False)
 
 
 def test_values_become_plain_sample_values() -> None:

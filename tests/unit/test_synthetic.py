@@ -213,7 +213,18 @@ async def test_write_holds_value_on_writable_tag() -> None:
     assert first >= 2
     assert all(b.samples[0].value == 42.5 for b in emit.batches[first:])
     assert all(b.samples[1].value == 1 for b in emit.batches)
-    await src.write("d", "sp", True)
+    with pytest.raises(WriteError, match="takes a number"):
+        await src.write("d", "sp", True)  # a number tag never takes a boolean
+    assert (await src.write_kind("d", "sp")).base == "float"
+
+
+async def test_an_on_off_signal_takes_only_booleans() -> None:
+    src = SyntheticSource("s", config(d=[{"name": "pump", "signal": "square", "low": False, "high": True,
+                                          "period": 10, "writable": True}]))
+    assert (await src.write_kind("d", "pump")).base == "bool"
+    with pytest.raises(WriteError, match="takes true or false"):
+        await src.write("d", "pump", 1)
+    await src.write("d", "pump", True)
     assert src.batch(0.0).samples[0].value is True
 
 
@@ -226,9 +237,9 @@ async def test_write_refusals() -> None:
         await src.write("d", "nope", 5)
     with pytest.raises(WriteError, match="has no tag 'ro' on device 'x'"):
         await src.write("x", "ro", 5)
-    with pytest.raises(WriteError, match="takes a number or a boolean"):
+    with pytest.raises(WriteError, match="takes a number"):
         await src.write("d", "rw", "text")
-    with pytest.raises(WriteError, match="takes a number or a boolean"):
+    with pytest.raises(WriteError, match="takes a number"):
         await src.write("d", "rw", None)
     assert [x.value for x in src.batch(0.0).samples] == [1, 0.0]
 

@@ -17,6 +17,8 @@ from typing import Any
 from gateway.live import LiveTags, TagView
 from gateway.metrics import Metrics
 from gateway.model import Quality, Sample
+from gateway.status_codes import status_name
+from gateway.values import finite
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,10 @@ class SinkState:
 
 
 def iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):  # a device clock no calendar holds: say so, never fail the page
+        return f"invalid ({ns} ns)"
 
 
 def _gauge_values(family: Any) -> dict[tuple[str, ...], float]:
@@ -91,8 +96,8 @@ class StatusBoard:
                 elif not last:
                     state, reason = ("starting", "no data yet") if starting else ("down", "no data")
                 elif bad == len(last):
-                    codes = sorted({f"0x{s.status:X}" if s.status > 255 else str(s.status) for s in last})
-                    state, reason = "bad", f"all {bad} tags BAD (status {', '.join(codes)})"
+                    codes = sorted({status_name(s.status) for s in last})
+                    state, reason = "bad", f"all {bad} tags BAD ({', '.join(codes)})"
                 elif bad:
                     state, reason = "partial", f"{bad} of {len(last)} tags BAD"
                 else:
@@ -146,14 +151,18 @@ class StatusBoard:
 
 def _tag_json(v: TagView, now_ns: int, history: bool) -> dict[str, Any]:
     s = v.sample
-    value = s.value
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        value = None
     out: dict[str, Any] = {
-        "source": v.source, "device": v.device, "tag": s.tag, "value": value, "unit": s.unit,
+        "source": v.source, "device": v.device, "tag": s.tag, "value": finite(s.value), "unit": s.unit,
         "quality": s.quality.label, "status": s.status,
         "ts": iso(s.source_ts or s.gateway_ts), "age_s": round((now_ns - s.gateway_ts) / 1e9, 3),
+        # since the device last changed (or stamped) the value: a value a server has not changed for long
+        # stays GOOD, and this says how old it is
+        "value_age_s": round((now_ns - s.source_ts) / 1e9, 3) if s.source_ts else None,
     }
+    if s.status:
+        out["status_name"] = status_name(s.status)
+    if s.server_ts:
+        out["server_ts"] = iso(s.server_ts)
     if history:
         out["history"] = v.history
     return out

@@ -1,17 +1,27 @@
-"""Samples -> InfluxDB line protocol, built per batch with cached, pre-escaped series prefixes."""
+"""Samples -> InfluxDB line protocol, built per batch with cached, pre-escaped series prefixes.
+
+Line protocol has no arrays: an array or matrix value is written as a string field holding its JSON
+text (``value="[1,2,3]"``). An OPC-UA server timestamp, when a tag carries one, is an integer field
+``server_ts`` (nanoseconds since the epoch; ``<tag>_server_ts`` in the per-device layout). A point's
+time outside what line protocol holds (before 1970, beyond 64 bits) is replaced by the gateway's
+receive time, so one device clock cannot get a whole write refused.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 
 from connectors.influxdb.config import InfluxSinkConfig
 from gateway.config.site import SiteConfig
 from gateway.model import Batch, Quality, Value
+from gateway.values import array_json
 
 _DIVISOR = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _QUALITY = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
 _isfinite = math.isfinite
+_I64_MAX = 2**63 - 1
 # the quality as an integer field: alone (no writable value), after a value, or as a per-tag field value
 _QUALITY_INT = {q: f"{int(q)}i" for q in Quality}
 _QUALITY_ONLY = {q: f" quality={int(q)}i" for q in Quality}
@@ -39,7 +49,15 @@ def field_value(v: Value) -> str | None:
         return f"{v}i"
     if v is None:
         return None
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    text = array_json(v) if type(v) is list else str(v)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _point_time(ts: int, gateway_ts: int) -> int:
+    """``ts``, or the receive time (or now) when line protocol cannot hold it."""
+    if 0 <= ts <= _I64_MAX:
+        return ts
+    return gateway_ts if 0 <= gateway_ts <= _I64_MAX else time.time_ns()
 
 
 class LineBuilder:
@@ -115,13 +133,14 @@ class LineBuilder:
             p = prefixes.get((source, s[0], s[1], q)) or self._prefix(source, s[0], s[1], q)
             if (s[5], s[6]) != last_ts:  # samples of one poll share their timestamps: format them once
                 last_ts = s[5], s[6]
-                ts = " " + str((s[6] if gateway_time else (s[5] or s[6])) // div)
+                ts = " " + str(_point_time(s[6] if gateway_time else (s[5] or s[6]), s[6]) // div)
+            srv = f",server_ts={s[8]}i" if s[8] else ""
             if fv is None:
-                lines.append(p + _QUALITY_ONLY[q] + ts)
+                lines.append(p + _QUALITY_ONLY[q] + srv + ts)
             elif q_field:
-                lines.append(p + " value=" + fv + _QUALITY_SUFFIX[q] + ts)
+                lines.append(p + " value=" + fv + _QUALITY_SUFFIX[q] + srv + ts)
             else:
-                lines.append(p + " value=" + fv + ts)
+                lines.append(p + " value=" + fv + srv + ts)
             counts.append(1)
 
     def _per_device(self, batch: Batch, lines: list[str], counts: list[int]) -> None:
@@ -153,10 +172,12 @@ class LineBuilder:
                 if q_field:
                     qname = tag + "_quality"
                     fields.append((names.get(qname) or field(qname)) + _QUALITY_INT[s[3]])
+                if s[8]:
+                    fields.append(field(tag + "_server_ts") + f"{s[8]}i")
                 j += 1
             if fields:
                 p = self._prefixes.get((batch.source, dev, "", q)) or self._prefix(batch.source, dev, "", q)
-                ts = (gts if self._gateway_time else (sts or gts)) // self._div
+                ts = _point_time(gts if self._gateway_time else (sts or gts), gts) // self._div
                 lines.append(p + " " + ",".join(fields) + " " + str(ts))
                 counts.append(j - i)
             i = j

@@ -13,7 +13,13 @@ Layout ``device``: one message per device and timestamp in a batch (a scan)::
 
 ``values`` holds every tag of the scan (``null`` for a value that could not be read); ``quality`` lists
 only the tags whose quality is not good (an empty object when all are good), so the common case stays
-small; ``units`` is present when the sink's ``units`` option is on and some tag has one.
+small; ``units`` is present when the sink's ``units`` option is on and some tag has one. Two more
+objects appear only when some tag of the message needs them: ``status`` (tag -> the status code's name,
+e.g. ``"IllegalDataAddress"``, ``"BadTimeout"``, for tags with a non-zero status) and ``server_ts``
+(tag -> the OPC-UA server timestamp, for tags configured with ``server_timestamp``). In the ``tag``
+layout the same appear as ``"status"`` and ``"server_ts"`` fields of the message.
+
+Arrays and matrices (OPC-UA) are JSON arrays (nested for a matrix).
 Timestamps are the device's (``source_ts``), else the gateway's receive time, in UTC with milliseconds.
 Non-finite floats (NaN, inf) are not valid JSON and are sent as ``null``.
 
@@ -34,17 +40,21 @@ from operator import itemgetter
 
 from gateway.config.site import SiteConfig
 from gateway.model import Batch, Quality, Sample, Value
+from gateway.status_codes import status_name
+from gateway.values import array_json, finite
 
 _QUALITY = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
 _isfinite = math.isfinite
 # Sample fields by index, applied with map() so the per-sample loop stays in C
-_device, _tag, _value, _quality, _source_ts, _unit = (itemgetter(i) for i in (0, 1, 2, 3, 5, 7))
+_device, _tag, _value, _quality, _status, _source_ts, _unit, _server = (
+    itemgetter(i) for i in (0, 1, 2, 3, 4, 5, 7, 8))
 # Compact like the hand-built payloads; allow_nan=False raises on NaN/inf instead of emitting invalid JSON.
 # One encoder instance: json.dumps with options would build a new one per call.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
 # Below this many samples a message is concatenated in Python: the json encoder costs a few µs per call,
 # which only pays off when its C loop replaces enough per-sample Python work.
 SMALL_GROUP = 16
+_YEAR_10000_NS = 253_402_300_800 * 10**9
 
 
 def json_value(v: Value) -> str:
@@ -57,6 +67,8 @@ def json_value(v: Value) -> str:
         return str(v)
     if v is None:
         return "null"
+    if t is list:
+        return array_json(v)  # type: ignore[arg-type]
     return json.dumps(v)
 
 
@@ -80,6 +92,8 @@ class TimestampFormatter:
     def __call__(self, ns: int) -> str:
         if ns == self._last_ns:
             return self._last
+        if not 0 <= ns < _YEAR_10000_NS:  # no sink may jam on a device's clock: such a time reads as now
+            ns = time.time_ns()
         sec, ms = divmod(ns // 1_000_000, 1000)
         if sec != self._sec:
             self._sec, self._prefix = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
@@ -100,6 +114,7 @@ class Encoder:
         self._keys: dict[str, str] = {}
         self._devices: dict[tuple[str, str], tuple[str, str]] = {}
         self._ts = TimestampFormatter()
+        self._server_ts = TimestampFormatter()
 
     def topic(self, source: str, device: str, tag: str = "") -> str:
         key = (source, device, tag)
@@ -140,6 +155,9 @@ class Encoder:
         units = self.units
         for s in batch.samples:
             unit = f',"unit":{json.dumps(s.unit)}' if units and s.unit is not None else ""
+            if s[4] or s[8]:  # a status code, or the server timestamp: rare, so looked at only then
+                unit += f',"status":"{status_name(s[4])}"' if s[4] else ""
+                unit += f',"server_ts":"{self._server_ts(s[8])}"' if s[8] else ""
             payload = (f'{{"value":{json_value(s.value)},"quality":"{_QUALITY[s.quality]}",'
                        f'"ts":"{fmt(s.source_ts or s.gateway_ts)}"{unit}}}')
             out.append((topic(source, s.device, s.tag), payload.encode()))
@@ -197,10 +215,14 @@ class Encoder:
                 doc["units"] = dict(zip(tags, units, strict=True))
             elif u := {t: unit for t, unit in zip(tags, units, strict=True) if unit is not None}:
                 doc["units"] = u
+        if any(map(_status, group)):
+            doc["status"] = {s[1]: status_name(s[4]) for s in group if s[4]}
+        if any(map(_server, group)):
+            doc["server_ts"] = {s[1]: self._server_ts(s[8]) for s in group if s[8]}
         try:
             return _encode(doc).encode()
         except ValueError:  # NaN or inf somewhere: rare, so only then look at every value
-            doc["values"] = {t: None if type(v) is float and not _isfinite(v) else v for t, v in values.items()}
+            doc["values"] = {t: finite(v) for t, v in values.items()}
             return _encode(doc).encode()
 
     def _small_device_payload(self, header: str, ts: int, group: list[Sample]) -> bytes:
@@ -212,6 +234,12 @@ class Encoder:
             u = ",".join([f"{keys(s[1]) or key(s[1])}:{keys(s[7]) or key(s[7])}" for s in group if s[7] is not None])
             if u:
                 units = f',"units":{{{u}}}'
+        if any(map(_status, group)):
+            u = ",".join([f'{keys(s[1]) or key(s[1])}:"{status_name(s[4])}"' for s in group if s[4]])
+            units += f',"status":{{{u}}}'
+        if any(map(_server, group)):
+            u = ",".join([f'{keys(s[1]) or key(s[1])}:"{self._server_ts(s[8])}"' for s in group if s[8]])
+            units += f',"server_ts":{{{u}}}'
         return f'{{"ts":"{self._ts(ts)}",{header},"values":{{{values}}},"quality":{{{bad}}}{units}}}'.encode()
 
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 from connectors.sqlite.config import SqliteStoreConfig
 from gateway.config.base import parse_duration
 from gateway.plugins import CommandPlugin
+from gateway.status_codes import status_name
+from gateway.values import array_json
 
 if TYPE_CHECKING:
     from connectors.sqlite.query import PointRow, SeriesRow
@@ -189,33 +191,36 @@ def format_value(value: object, *, table: bool) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, list):  # an array or matrix, as JSON (NaN/inf as null)
+        text = array_json(value)
+        return text.translate(_TABLE_ESCAPES) if table else text
     text = str(value)
     return text.translate(_TABLE_ESCAPES) if table else text
 
 
 def _quality(point: PointRow) -> str:
-    return f"{point.quality.label} ({point.status:#x})" if point.status else point.quality.label
+    return f"{point.quality.label} ({status_name(point.status)})" if point.status else point.quality.label
 
 
 def _print_points(points: Sequence[PointRow], fmt: str, out: TextIO) -> None:
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(("time", "source", "device", "tag", "value", "unit", "quality", "status"))
+        writer.writerow(("time", "source", "device", "tag", "value", "unit", "quality", "status", "status_name",
+                         "server_time"))
         for p in points:
             writer.writerow(
                 (format_time(p.ts_ns), p.source, p.device, p.tag, format_value(p.value, table=False), p.unit or "",
-                 p.quality.label, p.status)
+                 p.quality.label, p.status, status_name(p.status), format_time(p.server_ts) if p.server_ts else "")
             )
         return
-    _print_table(
-        ("TIME", "SOURCE", "DEVICE", "TAG", "VALUE", "UNIT", "QUALITY"),
-        [
-            (format_time(p.ts_ns), p.source, p.device, p.tag, format_value(p.value, table=True), p.unit or "-",
-             _quality(p))
-            for p in points
-        ],
-        out,
-    )
+    header = ["TIME", "SOURCE", "DEVICE", "TAG", "VALUE", "UNIT", "QUALITY"]
+    rows = [[format_time(p.ts_ns), p.source, p.device, p.tag, format_value(p.value, table=True), p.unit or "-",
+             _quality(p)] for p in points]
+    if any(p.server_ts for p in points):  # OPC-UA tags that carry the server timestamp
+        header.append("SERVER TIME")
+        for row, p in zip(rows, points, strict=True):
+            row.append(format_time(p.server_ts) if p.server_ts else "-")
+    _print_table(header, rows, out)
 
 
 def _print_series(series: Sequence[SeriesRow], fmt: str, out: TextIO) -> None:

@@ -11,7 +11,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from connectors.sqlite.store import APPLICATION_ID, StoreFormatError, decode_timestamps, decode_value
+from connectors.sqlite.store import APPLICATION_ID, StoreFormatError, decode_server_ts, decode_timestamps, decode_value
 from gateway.model import Quality, Sample, Value
 
 
@@ -32,11 +32,12 @@ class PointRow(NamedTuple):
     status: int
     source_ts: int
     gateway_ts: int
+    server_ts: int = 0
 
     def to_sample(self) -> Sample:
         return Sample(
             self.device, self.tag, self.value, self.quality, self.status, self.source_ts, self.gateway_ts,
-            self.unit,
+            self.unit, self.server_ts,
         )
 
 
@@ -70,7 +71,7 @@ def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-_VALUE_COLUMNS = "value, flags, quality, status, src_off, gw_off"
+_VALUE_COLUMNS = "value, flags, quality, status, src_off, gw_off, srv_off"
 
 
 def _glob(pattern: str) -> str:
@@ -191,8 +192,9 @@ def query_points(
     points: list[PointRow] = []
     for sid, ts in ordered:
         _, src, dev, tg, unit = series[sid]
-        value, flags, quality, status, src_off, gw_off = found[sid, ts]
+        value, flags, quality, status, src_off, gw_off, srv_off = found[sid, ts]
         source_ts, gateway_ts = decode_timestamps(ts, src_off, gw_off)
         value = decode_value(value, flags)
-        points.append(PointRow(ts, src, dev, tg, value, unit, Quality(quality), status, source_ts, gateway_ts))
+        points.append(PointRow(ts, src, dev, tg, value, unit, Quality(quality), status, source_ts, gateway_ts,
+                               decode_server_ts(ts, srv_off)))
     return points

@@ -19,32 +19,40 @@ delivers at least once) collapses into one point: readers prefer the later copy,
 keeps it.
 
 Values keep SQLite's dynamic typing (the ``value`` column has no declared type, so no affinity
-converts them); ``flags`` marks what SQLite cannot represent by itself: booleans, NaN and integers
-beyond 64 bits. The timestamp that is not the time basis is stored as an offset from ``ts_ns``
-(small, so SQLite's varints keep it to a few bytes), NULL when the sample did not carry it.
+converts them); ``flags`` marks what SQLite cannot represent by itself: booleans, NaN, integers
+beyond 64 bits, and arrays (JSON text). The timestamps that are not the time basis (source or
+gateway, and an OPC-UA server timestamp) are stored as offsets from ``ts_ns`` (small, so SQLite's
+varints keep them to a few bytes), NULL when the sample did not carry one. A timestamp no 64-bit
+integer holds (a device clock at 1601-01-01) files the point under its receive time instead: a
+sample must never stop the store.
+
+Schema 2 added ``srv_off``; a schema-1 file is migrated in place when the store opens it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, NamedTuple, TypeVar
 
 from gateway.model import Batch, Value
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x45475453
 """``PRAGMA application_id`` of a store file ("EGTS"), so the query command recognises one."""
 
 FLAG_BOOL = 1
 FLAG_NAN = 2
 FLAG_BIGINT = 4
+FLAG_JSON = 8
 
 COMPACT_ROWS = 200_000
 """Compaction is due once ``recent`` holds this many rows (readers scan ``recent``: keep it small)."""
@@ -68,13 +76,19 @@ ROW_BYTES_ESTIMATE = 64
 
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1
+_TS_MIN = 0  # a point's time: after 1970-01-01 (edge boxes without a clock boot there; a device may be worse)
 _BUSY_TIMEOUT_MS = 5000
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 _DELETE_CHUNK_SERIES = 256
 _MAX_TRIM_ROUNDS = 16
 
-POINT_COLUMNS = "series_id, ts_ns, value, flags, quality, status, src_off, gw_off"
+POINT_COLUMNS = "series_id, ts_ns, value, flags, quality, status, src_off, gw_off, srv_off"
 
+_VIEW = f"""CREATE VIEW IF NOT EXISTS points AS
+    SELECT {POINT_COLUMNS} FROM history
+    UNION ALL
+    SELECT {POINT_COLUMNS} FROM recent;
+"""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
@@ -92,7 +106,8 @@ CREATE TABLE IF NOT EXISTS recent (
     quality INTEGER NOT NULL,
     status INTEGER NOT NULL,
     src_off INTEGER,
-    gw_off INTEGER
+    gw_off INTEGER,
+    srv_off INTEGER
 );
 CREATE TABLE IF NOT EXISTS history (
     series_id INTEGER NOT NULL,
@@ -103,17 +118,19 @@ CREATE TABLE IF NOT EXISTS history (
     status INTEGER NOT NULL,
     src_off INTEGER,
     gw_off INTEGER,
+    srv_off INTEGER,
     PRIMARY KEY (series_id, ts_ns)
 ) WITHOUT ROWID;
-CREATE VIEW IF NOT EXISTS points AS
-    SELECT series_id, ts_ns, value, flags, quality, status, src_off, gw_off FROM history
-    UNION ALL
-    SELECT series_id, ts_ns, value, flags, quality, status, src_off, gw_off FROM recent;
-"""
+""" + _VIEW
+MIGRATE_1_TO_2 = """
+ALTER TABLE recent ADD COLUMN srv_off INTEGER;
+ALTER TABLE history ADD COLUMN srv_off INTEGER;
+DROP VIEW IF EXISTS points;
+""" + _VIEW
 # ``unit`` is part of the series key (and '' instead of NULL, which UNIQUE would not match) so a
 # unit change in the config starts a new series and old points keep the unit they were read in.
 
-_INSERT = f"INSERT INTO recent ({POINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO recent ({POINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 # rowid last in the sort (and chunks in rowid order): of two copies of a point, the later arrival
 # replaces the earlier.
 _COMPACT = (
@@ -123,7 +140,7 @@ _COMPACT = (
 
 SeriesKey = tuple[str, str, str, str]
 """(source, device, tag, unit or '')."""
-Row = tuple[int, int, Value, int, int, int, int | None, int | None]
+Row = tuple[int, int, Value, int, int, int, int | None, int | None, int | None]
 TimeBasis = Literal["source", "gateway"]
 T = TypeVar("T")
 
@@ -151,7 +168,9 @@ def encode_value(value: object) -> tuple[Value, int]:
     if isinstance(value, float):
         value = float(value)
         return (None, FLAG_NAN) if math.isnan(value) else (value, 0)
-    # A source broke the Value contract (bytes, list, ...): keep the reading readable, not the batch stuck.
+    if isinstance(value, list | tuple):  # an array or matrix
+        return json.dumps(value, separators=(",", ":")), FLAG_JSON
+    # A source broke the Value contract (bytes, ...): keep the reading readable, not the batch stuck.
     return str(value), 0
 
 
@@ -162,6 +181,9 @@ def decode_value(value: object, flags: int) -> Value:
         return math.nan
     if flags & FLAG_BIGINT:
         return int(str(value))
+    if flags & FLAG_JSON:
+        decoded: Value = json.loads(str(value))
+        return decoded
     if value is None or isinstance(value, int | float | str):
         return value
     return repr(value)  # a BLOB written by something else
@@ -294,6 +316,8 @@ class TimeSeriesStore:
                     f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id = {APPLICATION_ID};"
                     f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
+            elif version == 1:
+                conn.executescript(f"BEGIN IMMEDIATE; {MIGRATE_1_TO_2} PRAGMA user_version = 2; COMMIT;")
             if self.max_bytes:
                 # The hard cap: SQLite answers SQLITE_FULL beyond it, which the sink handles like a
                 # full disk. Retention normally keeps the data well below it.
@@ -381,13 +405,19 @@ class TimeSeriesStore:
         by_source = self._time_basis == "source"
         for batch in batches:
             source = batch.source
-            for device, tag, value, quality, status, source_ts, gateway_ts, unit, _server_ts in batch.samples:
+            for device, tag, value, quality, status, source_ts, gateway_ts, unit, server_ts in batch.samples:
                 key = (source, device, tag, unit or "")
                 sid = ids.get(key)
                 if sid is None:
                     sid = self._series_id(conn, key)
                     created.append(key)
                 ts = (source_ts or gateway_ts) if by_source else (gateway_ts or source_ts)
+                src_off = source_ts - ts if source_ts else None
+                if not _TS_MIN < ts <= _I64_MAX or (src_off is not None and not _I64_MIN <= src_off <= _I64_MAX):
+                    # a device clock no SQLite integer holds: file it under the receive time, never jam
+                    if not _TS_MIN < ts <= _I64_MAX:
+                        ts = gateway_ts if _TS_MIN < gateway_ts <= _I64_MAX else time.time_ns()
+                    src_off = _offset(source_ts, ts)
                 vt = type(value)
                 flags = 0
                 stored: Value = value
@@ -409,8 +439,9 @@ class TimeSeriesStore:
                         flags,
                         quality,
                         status,
-                        source_ts - ts if source_ts else None,
+                        src_off,
                         gateway_ts - ts if gateway_ts else None,
+                        _offset(server_ts, ts) if server_ts else None,
                     )
                 )
         return rows
@@ -537,6 +568,18 @@ def _trim_to(conn: sqlite3.Connection, target_bytes: int) -> int:
         fraction = (used - target_bytes) / used
         deleted += _delete_before(conn, min(hi, lo + max(1, int((hi - lo) * fraction))))
     return deleted
+
+
+def _offset(other: int, ts: int) -> int | None:
+    """``other`` as an offset from ``ts``; None when absent (0) or beyond what SQLite's integers hold."""
+    if not other:
+        return None
+    off = other - ts
+    return off if _I64_MIN <= off <= _I64_MAX else None
+
+
+def decode_server_ts(ts_ns: int, srv_off: int | None) -> int:
+    return ts_ns + srv_off if srv_off is not None else 0
 
 
 def decode_timestamps(ts_ns: int, src_off: int | None, gw_off: int | None) -> tuple[int, int]:

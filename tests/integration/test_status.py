@@ -223,3 +223,20 @@ async def test_hot_reload_restarts_only_what_changed(tmp_path: Path, running: Ca
     assert len(set(keys)) == len(keys) == taken
     _, tags = await get(rt, "/api/tags")
     assert tags["total"] == 0  # the removed source left the live view
+
+
+def test_tag_json_names_the_status_and_shows_arrays_and_the_value_age() -> None:
+    from gateway.live import TagView
+    from gateway.status import _tag_json
+
+    now = 1_800_000_000 * 10**9
+    stale = Sample("filler", "recipe", [1, float("nan")], Quality.GOOD, 0, now - 600 * 10**9, now - 10**9, None,
+                   now - 599 * 10**9)
+    hole = Sample("conveyor", "spare", None, Quality.BAD, 2, now, now, None)
+    a = _tag_json(TagView("line", "filler", stale, ()), now, False)
+    assert a["value"] == [1, None] and a["value_age_s"] == 600.0 and a["age_s"] == 1.0
+    assert a["server_ts"].startswith("2027-01-15T") and "status_name" not in a
+    b = _tag_json(TagView("line", "conveyor", hole, ()), now, False)
+    assert b["status"] == 2 and b["status_name"] == "IllegalDataAddress"
+    insane = Sample("x", "t", 1.0, Quality.GOOD, 0, 10**21, now, None)  # beyond year 9999
+    assert _tag_json(TagView("line", "x", insane, ()), now, False)["ts"].startswith("invalid")

@@ -78,3 +78,19 @@ def test_sample_yaml_is_a_valid_config(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"sinks": {"tsdb": sample}}))
     cfg = load_config(path).sinks["tsdb"]
     assert isinstance(cfg, InfluxSinkConfig) and cfg.precision == "ms" and cfg.token.get_secret_value() == "change-me"
+
+
+def test_arrays_are_json_text_and_the_server_timestamp_an_integer_field() -> None:
+    srv = 1_700_000_000_123_456_789
+    lines = build([Sample("press_1", "levels", [1, 2.5, float("nan")], Quality.GOOD, 0, TS, TS, None, srv),
+                   Sample("press_1", "names", ['a "b"'], Quality.GOOD, 0, TS, TS, None)],
+                  fields="value", precision="ns")
+    assert lines[0].endswith(f' value="[1,2.5,null]",server_ts={srv}i {TS}'), lines[0]
+    assert lines[1].endswith(' value="[\\"a \\\\\\"b\\\\\\"\\"]" ' + str(TS)), lines[1]
+    (line,) = build([Sample("press_1", "temp", 1.5, Quality.GOOD, 0, TS, TS, None, srv)], precision="ns")
+    assert f"temp=1.5,temp_server_ts={srv}i " in line, line
+
+
+def test_a_point_time_line_protocol_cannot_hold_becomes_the_receive_time() -> None:
+    (line,) = build([Sample("press_1", "t", 1.0, Quality.GOOD, 0, -11_644_473_600 * 10**9, TS)], precision="ns")
+    assert line.endswith(f" {TS}"), line

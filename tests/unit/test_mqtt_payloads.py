@@ -194,3 +194,47 @@ def test_sample_yaml_is_a_valid_config(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"sinks": {"plant_broker": sample}}))
     cfg = load_config(path).sinks["plant_broker"]
     assert isinstance(cfg, MqttSinkConfig) and cfg.tls is not None and cfg.layout == "device"
+
+
+def test_arrays_are_json_arrays_and_never_a_repr() -> None:
+    assert json_value([1, 2.5, [True, None]]) == "[1,2.5,[true,null]]"
+    assert json_value([float("nan"), float("-inf"), "x"]) == '[null,null,"x"]'
+    enc = Encoder("{line}/{device}/{tag}", SITE, layout="tag", units=False)
+    ((_, payload),) = enc.encode([Batch("s", [Sample("d", "m", [[1.0, 2.0], [3.0, float("nan")]], Quality.GOOD,
+                                                     0, TS, TS, None)])])
+    assert json.loads(payload)["value"] == [[1.0, 2.0], [3.0, None]]
+    for n in (3, payloads.SMALL_GROUP + 2):  # both ways a device message is built
+        dev = Encoder("{line}/{device}", SITE, layout="device", units=False)
+        samples = [Sample("d", f"a{i}", [i, float("inf")], Quality.GOOD, 0, TS, TS, None) for i in range(n)]
+        ((_, body),) = dev.encode([Batch("s", samples)])
+        assert json.loads(body)["values"]["a1"] == [1, None]
+
+
+def test_status_names_and_server_timestamps_appear_only_where_needed() -> None:
+    srv = TS - 5 * 10**6
+    good = Sample("d", "ok", 1.0, Quality.GOOD, 0, TS, TS, None)
+    bad = Sample("d", "hole", None, Quality.BAD, 2, TS, TS, None)
+    timeout = Sample("d", "slow", None, Quality.BAD, 0x800A0000, TS, TS, None)
+    stamped = Sample("d", "temp", 21.5, Quality.GOOD, 0, TS, TS, "degC", srv)
+    enc = Encoder("{line}/{device}/{tag}", SITE, layout="tag", units=False)
+    msgs = {t.rsplit("/", 1)[1]: json.loads(p) for t, p in enc.encode([Batch("s", [good, bad, timeout, stamped])])}
+    assert msgs["ok"] == {"value": 1.0, "quality": "good", "ts": "2026-11-23T19:02:30.318Z"}  # unchanged
+    assert msgs["hole"]["status"] == "IllegalDataAddress"
+    assert msgs["slow"]["status"] == "BadTimeout"
+    assert msgs["temp"]["server_ts"] == "2026-11-23T19:02:30.313Z" and "status" not in msgs["temp"]
+    for group in ([good, bad, timeout, stamped], [good, bad, timeout, stamped] * 1 + [
+            Sample("d", f"x{i}", 0.0, Quality.GOOD, 0, TS, TS, None) for i in range(payloads.SMALL_GROUP)]):
+        dev = Encoder("{line}/{device}", SITE, layout="device", units=False)
+        ((_, body),) = dev.encode([Batch("s", group)])
+        doc = json.loads(body)
+        assert doc["status"] == {"hole": "IllegalDataAddress", "slow": "BadTimeout"}
+        assert doc["server_ts"] == {"temp": "2026-11-23T19:02:30.313Z"}
+    plain = Encoder("{line}/{device}", SITE, layout="device", units=False)
+    ((_, body),) = plain.encode([Batch("s", [good])])
+    assert set(json.loads(body)) == {"ts", "source", "device", "values", "quality"}
+
+
+def test_a_timestamp_no_clock_can_show_never_breaks_a_message() -> None:
+    fmt = TimestampFormatter()
+    for insane in (-11_644_473_600 * 10**9, 10**21, -1):
+        assert fmt(insane).startswith(time.strftime("%Y-", time.gmtime()))

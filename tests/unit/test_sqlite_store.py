@@ -23,12 +23,12 @@ import yaml
 from pydantic import ValidationError
 
 import connectors.sqlite.store as store_module
-from connectors.sqlite.cli import QUERY_COMMAND, format_time, parse_when, store_path
+from connectors.sqlite.cli import QUERY_COMMAND, format_time, format_value, parse_when, store_path
 from connectors.sqlite.config import SqliteStoreConfig
 from connectors.sqlite.plugin import PLUGIN
 from connectors.sqlite.query import PointRow, StoreNotFoundError, list_series, query_points
 from connectors.sqlite.sink import SqliteStoreSink
-from connectors.sqlite.store import StoreFormatError, TimeSeriesStore
+from connectors.sqlite.store import APPLICATION_ID, StoreFormatError, TimeSeriesStore
 from gateway.config.base import SinkConfigBase
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.metrics import Metrics
@@ -111,6 +111,10 @@ ALL_TYPES = [
     Sample("plc1", "no_gateway_ts", 2.0, Quality.GOOD, 0, T0 - SEC, 0, None),
     # A device clock behind the gateway: negative offset.
     Sample("plc1", "late_clock", 3.0, Quality.GOOD, 0, T0 - 3 * SEC, T0, None),
+    # Arrays and matrices (OPC-UA) come back as lists; the server timestamp when the tag carries it.
+    Sample("plc1", "levels", [1, -2, 3], Quality.GOOD, 0, T0, T0, None),
+    Sample("plc1", "matrix", [[1.5, 2.0], [3.0, 4.25]], Quality.GOOD, 0, T0, T0, None, T0 + 11),
+    Sample("plc1", "names", ["a", "b"], Quality.GOOD, 0, T0, T0, None, T0 - SEC),
 ]
 
 
@@ -644,7 +648,7 @@ def test_cli_table_output(cli_db: Path, capsys: pytest.CaptureFixture[str]) -> N
         "2024-05-01T06:00:00.250Z  line1   filler  temperature  60.25  degC  good",
         "2024-05-01T06:00:00.500Z  line1   capper  running      true   -     good",
         "2024-05-01T06:00:01.000Z  line1   filler  bottles      1200   -     uncertain",
-        "2024-05-01T06:00:02.000Z  line2   filler  temperature  -      degC  bad (0x80350000)",
+        "2024-05-01T06:00:02.000Z  line2   filler  temperature  -      degC  bad (BadAttributeIdInvalid)",
         "2024-05-01T06:00:03.000Z  line1   capper  running      false  -     good",
     ]
 
@@ -653,10 +657,11 @@ def test_cli_csv_output_with_filters(cli_db: Path, capsys: pytest.CaptureFixture
     assert QUERY_COMMAND.run(parse("--db", str(cli_db), "--format", "csv", "--device", "filler")) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows == [
-        ["time", "source", "device", "tag", "value", "unit", "quality", "status"],
-        ["2024-05-01T06:00:00.250Z", "line1", "filler", "temperature", "60.25", "degC", "good", "0"],
-        ["2024-05-01T06:00:01.000Z", "line1", "filler", "bottles", "1200", "", "uncertain", "0"],
-        ["2024-05-01T06:00:02.000Z", "line2", "filler", "temperature", "", "degC", "bad", str(0x80350000)],
+        ["time", "source", "device", "tag", "value", "unit", "quality", "status", "status_name", "server_time"],
+        ["2024-05-01T06:00:00.250Z", "line1", "filler", "temperature", "60.25", "degC", "good", "0", "Good", ""],
+        ["2024-05-01T06:00:01.000Z", "line1", "filler", "bottles", "1200", "", "uncertain", "0", "Good", ""],
+        ["2024-05-01T06:00:02.000Z", "line2", "filler", "temperature", "", "degC", "bad", str(0x80350000),
+         "BadAttributeIdInvalid", ""],
     ]
 
 
@@ -801,12 +806,73 @@ def test_query_through_the_real_cli(cli_db: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "time,source,device,tag,value,unit,quality,status",
-        "2024-05-01T06:00:00.500Z,line1,capper,running,true,,good,0",
-        "2024-05-01T06:00:03.000Z,line1,capper,running,false,,good,0",
+        "time,source,device,tag,value,unit,quality,status,status_name,server_time",
+        "2024-05-01T06:00:00.500Z,line1,capper,running,true,,good,0,Good,",
+        "2024-05-01T06:00:03.000Z,line1,capper,running,false,,good,0,Good,",
     ]
     bad = subprocess.run(
         [sys.executable, "-m", "gateway.cli.main", "query", "--db", str(cli_db), "--since", "whenever"],
         capture_output=True, text=True, timeout=30, check=False, env=env,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+async def test_a_timestamp_no_sqlite_integer_holds_never_jams_the_store(store: TimeSeriesStore) -> None:
+    opcua_min = -11_644_473_600 * SEC  # 1601-01-01, the OPC-UA minimum date: beyond int64 in ns
+    samples = [
+        Sample("plc1", "min_date", 1.0, Quality.GOOD, 0, opcua_min, T0, None),
+        Sample("plc1", "negative", 2.0, Quality.GOOD, 0, -5 * SEC, T0 + 1, None),
+        Sample("plc1", "far_future", 3.0, Quality.GOOD, 0, 2**64, T0 + 2, None),
+        Sample("plc1", "server_min", 4.0, Quality.GOOD, 0, T0 + 3, T0 + 3, None, opcua_min),
+        Sample("plc1", "fine", 5.0, Quality.GOOD, 0, T0 + 4, T0 + 4, None),
+    ]
+    assert await store.write([Batch("line1", samples)]) == len(samples)
+    by_tag = {row.tag: row for row in query_points(store.path)}
+    assert by_tag["min_date"].ts_ns == T0 and by_tag["min_date"].source_ts == 0  # filed under receive time
+    assert by_tag["negative"].ts_ns == T0 + 1
+    assert by_tag["far_future"].ts_ns == T0 + 2
+    assert by_tag["server_min"].ts_ns == T0 + 3 and by_tag["server_min"].server_ts == 0
+    assert by_tag["fine"].value == 5.0
+    assert await store.write([Batch("line1", [Sample("plc1", "after", 6.0, Quality.GOOD, 0, T0 + 5, T0 + 5, None)])])
+
+
+async def test_a_schema_1_store_is_migrated_and_keeps_its_points(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(f"""
+        BEGIN;
+        CREATE TABLE series (id INTEGER PRIMARY KEY, source TEXT NOT NULL, device TEXT NOT NULL, tag TEXT NOT NULL,
+                             unit TEXT NOT NULL DEFAULT '', UNIQUE (source, device, tag, unit));
+        CREATE TABLE recent (series_id INTEGER NOT NULL, ts_ns INTEGER NOT NULL, value, flags INTEGER NOT NULL,
+                             quality INTEGER NOT NULL, status INTEGER NOT NULL, src_off INTEGER, gw_off INTEGER);
+        CREATE TABLE history (series_id INTEGER NOT NULL, ts_ns INTEGER NOT NULL, value, flags INTEGER NOT NULL,
+                              quality INTEGER NOT NULL, status INTEGER NOT NULL, src_off INTEGER, gw_off INTEGER,
+                              PRIMARY KEY (series_id, ts_ns)) WITHOUT ROWID;
+        CREATE VIEW points AS SELECT series_id, ts_ns, value, flags, quality, status, src_off, gw_off FROM history
+            UNION ALL SELECT series_id, ts_ns, value, flags, quality, status, src_off, gw_off FROM recent;
+        INSERT INTO series VALUES (1, 'line1', 'plc1', 'temp', 'degC');
+        INSERT INTO history VALUES (1, {T0}, 20.5, 0, 0, 0, 0, 5);
+        INSERT INTO recent VALUES (1, {T0 + SEC}, 21.5, 0, 0, 0, 0, NULL);
+        PRAGMA application_id = {APPLICATION_ID};
+        PRAGMA user_version = 1;
+        COMMIT;
+    """)
+    conn.close()
+    s = TimeSeriesStore(str(path))
+    await s.open()
+    try:
+        await s.write([Batch("line1", [Sample("plc1", "temp", 22.5, Quality.GOOD, 0, T0 + 2 * SEC, T0 + 2 * SEC,
+                                              "degC", T0 + SEC)])])
+    finally:
+        await s.close()
+    rows = query_points(str(path))
+    assert [(r.value, r.gateway_ts, r.server_ts) for r in rows] == [
+        (20.5, T0 + 5, 0), (21.5, 0, 0), (22.5, T0 + 2 * SEC, T0 + SEC)]
+    with sqlite3.connect(path) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert check.execute("SELECT count(*) FROM points").fetchone()[0] == 3
+
+
+def test_arrays_print_as_json_in_query_output() -> None:
+    assert format_value([1, 2.5, [True, None]], table=False) == "[1,2.5,[true,null]]"
+    assert format_value([math.nan, math.inf], table=False) == "[null,null]"

@@ -104,10 +104,18 @@ class ModbusDevice(StrictModel):
                 raise ValueError(f"tag {tag.name}: addresses {start}..{end - 1} exceed 65535")
             spans.setdefault(tag.table, []).append((start, end, tag.bit, tag.name))
         for table, items in spans.items():
-            items.sort(key=lambda i: (i[0], i[1], -1 if i[2] is None else i[2]))
-            for (s1, e1, b1, n1), (s2, _e2, b2, n2) in itertools.pairwise(items):
-                if s2 < e1 and not (b1 is not None and b2 is not None and s1 == s2 and b1 != b2):
+            # A bit tag may sit in a register another tag reads whole (a status word and its bits); values
+            # must not overlap each other, nor two bit tags name the same bit.
+            values = sorted((i for i in items if i[2] is None), key=lambda i: (i[0], i[1]))
+            for (_s1, e1, _b1, n1), (s2, _e2, _b2, n2) in itertools.pairwise(values):
+                if s2 < e1:
                     raise ValueError(f"tags {n1} and {n2} overlap in the {table} table at address {s2}")
+            bits: dict[tuple[int, int | None], str] = {}
+            for start, _end, bit, name in items:
+                if bit is not None:
+                    other = bits.setdefault((start, bit), name)
+                    if other != name:
+                        raise ValueError(f"tags {other} and {name} are both bit {bit} of {table} address {start}")
         return self
 
 
@@ -133,6 +141,10 @@ class ModbusSourceConfig(SourceConfigBase):
     max_bits_per_request: int = Field(MAX_BITS, ge=1, le=MAX_BITS)
     max_gap: int = Field(
         10, ge=0, le=MAX_REGISTERS, description="unused registers (bits) a read may span to merge two tags"
+    )
+    split_reprobe: Duration = Field(
+        300.0, gt=0, description="a merged read the device refused (exception 2/3/4) is read in parts; the merged "
+        "read is tried again this often, so a device that recovers is read in one request again"
     )
     devices: dict[Name, ModbusDevice] = Field(min_length=1)
 

@@ -136,6 +136,30 @@ def plan_device(device: str, dev: ModbusDevice, cfg: ModbusSourceConfig) -> dict
     return plan
 
 
+def sub_request(req: ReadRequest, positions: range) -> ReadRequest:
+    """A read of just the tags at ``positions`` of ``req`` (a part of a read the device refused)."""
+    tags = [req.tags[i] for i in positions]
+    addresses = [req.addresses[i] for i in positions]
+    start = min(addresses)
+    end = max(a + (1 if req.table in BIT_TABLES else t.registers) for a, t in zip(addresses, tags, strict=True))
+    part = ReadRequest(req.device, req.unit, req.table, start, end - start, tags, addresses)
+    part.compile()
+    return part
+
+
+def halves(req: ReadRequest) -> tuple[ReadRequest, ReadRequest]:
+    """``req`` cut in two by its tags (at least two), each part reading only its own tags' span."""
+    mid = len(req.tags) // 2
+    # tags sharing one register (a status word and its bits) stay together: they fail together anyway
+    while 0 < mid < len(req.tags) and req.addresses[mid] == req.addresses[mid - 1]:
+        mid += 1
+    if mid >= len(req.tags):
+        mid = len(req.tags) // 2
+        while mid > 0 and req.addresses[mid] == req.addresses[mid - 1]:
+            mid -= 1
+    return sub_request(req, range(mid)), sub_request(req, range(mid, len(req.tags)))
+
+
 def plan_source(cfg: ModbusSourceConfig) -> dict[str, list[ReadRequest]]:
     """Every read of a source per poll group, in device order (one device's reads stay together)."""
     plan: dict[str, list[ReadRequest]] = {}

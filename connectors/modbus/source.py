@@ -4,11 +4,24 @@ Every request goes through one lock (plus the optional inter-frame delay), so a 
 transaction at a time; separate sources (connections) poll concurrently. Failures stay as local as
 the protocol allows:
 
-- an exception response marks the tags of that read BAD with the exception code; the link stays up;
-- a timeout marks that read BAD (status 11, "gateway target failed to respond") and skips the unit's
-  remaining reads for this tick, so a dead unit costs the others on the link one timeout per tick;
-- a lost link or a garbled frame closes the client; reads then fail at once (status 10) and the link
-  is reconnected with exponential backoff and jitter, forever, from the next tick on.
+- an exception response (2, 3 or 4) to a read that spans several tags is narrowed down in the same
+  poll: the read is cut in halves, recursively, down to single tags, so only the tags whose own
+  registers fail are BAD with the exception code and their neighbours stay GOOD (a tag in an address
+  hole cannot black out the rest, whatever ``max_gap``). The split is kept, so later polls read the
+  parts directly, and the merged read is tried again every ``split_reprobe`` (a device that recovers,
+  or was reconfigured, is read in one request again). The link stays up;
+- a timeout marks that read BAD (``BadTimeout``) and skips the unit's remaining reads for this tick,
+  so a dead unit costs the others on the link one timeout per tick;
+- a malformed or short reply marks that read BAD (``BadDecodingError``) and resets the link;
+- a lost link fails reads at once (``BadNotConnected``). Reconnects back off exponentially, with
+  jitter, forever; the backoff only resets once a connection has answered more than one request, so
+  a server that closes the connection after every request is not reconnected on every poll.
+
+Status codes are ``gateway.status_codes``: Modbus exception codes as the device sent them, and the
+gateway's own codes (OPC-UA codes of the same meaning) for what happened on the link, so a timeout is
+never mistaken for a device's exception 11. A group of tags entering or leaving an exception state is
+logged once per transition, with the code's name and the tags; a unit going silent and the link going
+down are logged once per transition too.
 
 Values are emitted raw, in batches of at most ``EMIT_AFTER`` worth of a device's reads; the engine applies
 scale/offset afterwards.
@@ -31,21 +44,37 @@ from connectors.modbus.adapter import (
     RequestTimeout,
 )
 from connectors.modbus.config import ModbusSourceConfig, ModbusTag
-from connectors.modbus.planner import ReadRequest, plan_source
+from connectors.modbus.planner import ReadRequest, halves, plan_source
 from gateway.backoff import Backoff
 from gateway.contracts import Emit
 from gateway.errors import WriteError
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
-from gateway.status_codes import status_name
+from gateway.status_codes import BAD_DECODING_ERROR, BAD_NOT_CONNECTED, BAD_TIMEOUT, status_name
 from gateway.writes import WriteKind
 
-STATUS_NOT_CONNECTED = 10  # Modbus "gateway path unavailable"
-STATUS_TIMEOUT = 11  # Modbus "gateway target device failed to respond"
+SPLIT_CODES = frozenset({2, 3, 4})  # IllegalDataAddress, IllegalDataValue, ServerDeviceFailure: maybe one register
+HEALTHY_AFTER = 2  # answered requests after which a connection counts as healthy (the backoff resets)
+LOGGED_TAGS = 10  # tag names quoted in a state-change log line
 EMIT_AFTER = 0.02  # s: the longest a read value waits for the device's other reads before it is emitted
 
 _new = tuple.__new__
 _GOOD, _BAD = Quality.GOOD, Quality.BAD
+
+
+def _answered(status: int) -> bool:
+    """The unit answered: data, or an exception response (codes 1-255)."""
+    return status < 256
+
+
+class _Split:
+    """A merged read the device refused, and the parts it is read in instead until the next re-probe."""
+
+    __slots__ = ("parts", "reprobe_at")
+
+    def __init__(self, parts: list[ReadRequest], reprobe_at: float) -> None:
+        self.parts = parts
+        self.reprobe_at = reprobe_at
 
 
 class _DeviceState:
@@ -94,6 +123,11 @@ class ModbusSource:
         self._backoff = Backoff(config.reconnect_initial, config.reconnect_max)
         self._next_connect = 0.0
         self._link_logged: bool | None = None
+        self._served = 0  # requests the current connection answered
+        self._splits: dict[int, _Split] = {}  # id(planned read) -> its parts, for reads the device refused whole
+        self._failing: dict[int, int] = {}  # id(read) -> exception code, while its tags fail (logged once)
+        self.splits = 0
+        """Merged reads narrowed down after an exception (counted each time one is learned)."""
 
     # --- connection ---------------------------------------------------------------------------------
 
@@ -106,14 +140,14 @@ class ModbusSource:
         client = self._client
         if client is not None and client.connected:
             return client
+        if client is not None:  # closed since the last request (by the device, or a dead socket)
+            self._drop_link(f"connection to {client.target} closed")
         loop = asyncio.get_running_loop()
         if not force and loop.time() < self._next_connect:
             raise LinkDown("waiting to reconnect")
-        if client is not None:
-            client.close()
         client = self._client = self._new_client()
         if await client.connect():
-            self._backoff.reset()
+            self._served = 0  # the backoff resets once this connection has proven itself
             self._set_link(True, None)
             return client
         client.close()
@@ -127,7 +161,9 @@ class ModbusSource:
         if self._client is not None:
             self._client.close()
             self._client = None
-        self._next_connect = 0.0  # reconnect on the next request; the backoff applies from its failure on
+        # backed off like a failed connect: a device that closes (or garbles) every connection is not
+        # reconnected on every poll; a healthy connection had reset the backoff to its initial delay
+        self._next_connect = asyncio.get_running_loop().time() + self._backoff.next()
         self._set_link(False, reason)
 
     def _set_link(self, up: bool, reason: str | None) -> None:
@@ -140,7 +176,7 @@ class ModbusSource:
         if up:
             self._log.info("modbus link up", target=self._client.target if self._client else None)
         else:
-            self._log.warning("modbus link down", reason=reason)
+            self._log.warning("modbus link down", status=status_name(BAD_NOT_CONNECTED), reason=reason)
 
     # --- polling ------------------------------------------------------------------------------------
 
@@ -196,23 +232,21 @@ class ModbusSource:
         """A device's values go out at most ``EMIT_AFTER`` after they were read: a 1,000-tag device takes ~17
         round trips, and holding its first values back for the rest would add to the end-to-end latency,
         while one batch per read would multiply the per-batch work downstream (spool rows, sink writes)."""
-        failed: tuple[int, str] | None = None  # once the unit timed out or the link is down, skip its rest
+        failed = 0  # once the unit timed out or the link is down: that status for the rest of its reads
         samples: list[Sample] = []
         since = 0.0
         for req in requests:
-            if failed is None:
-                status, code = await self._read(state, req, samples)
-                if not (status == 0 or code.isdigit()):
-                    failed = (status, code)
+            if not failed:
+                status = await self._read_planned(state, req, samples)
+                if not _answered(status):
+                    failed = status
                 # Python 3.11's wait_for (inside pymodbus) loses a cancellation that arrives as the
                 # response does; the task still counts it, so honour it here or shutdown never ends.
                 if me.cancelling():
                     raise asyncio.CancelledError
             else:
-                state.error(failed[1])
-                ts = time.time_ns()
-                samples.extend(_new(Sample, (req.device, t.name, None, _BAD, failed[0], ts, ts, t.unit, 0))
-                               for t in req.tags)
+                state.error(status_name(failed))
+                _bad(req, failed, samples)
             now = time.monotonic()
             if not since:
                 since = now
@@ -222,59 +256,154 @@ class ModbusSource:
         if samples:
             await emit(Batch(self.name, samples))
 
-    async def _read(self, state: _DeviceState, req: ReadRequest, out: list[Sample]) -> tuple[int, str]:
-        """One read into ``out``; returns (0, "") or the failure's (status, metrics code)."""
+    async def _read_planned(self, state: _DeviceState, req: ReadRequest, out: list[Sample]) -> int:
+        """One planned read into ``out`` (narrowed down when refused); returns 0 or the link failure's status."""
+        split = self._splits.get(id(req)) if self._splits else None
+        now = asyncio.get_running_loop().time()
+        if split is not None and now < split.reprobe_at:
+            return await self._read_parts(state, split, out)
+        status, data = await self._transact(state, req)
+        if split is not None:
+            if status == 0:  # the device takes the merged read again
+                del self._splits[id(req)]
+                for part in split.parts:
+                    self._track(part, 0)
+                self._log.info("modbus read merged again", device=req.device, table=req.table,
+                               address=req.address, count=req.count)
+            elif status in SPLIT_CODES:
+                split.reprobe_at = now + self.config.split_reprobe
+                return await self._read_parts(state, split, out)
+        elif status in SPLIT_CODES and _splittable(req):
+            parts, status = await self._narrow(state, req, out)
+            if parts is not None:
+                self.splits += 1
+                self._splits[id(req)] = _Split(parts, now + self.config.split_reprobe)
+                self._log.info("modbus read narrowed down after an exception", device=req.device,
+                               table=req.table, address=req.address, count=req.count, parts=len(parts),
+                               reprobe_in=self.config.split_reprobe)
+            return status
+        self._samples(req, status, data, out)
+        return 0 if _answered(status) else status
+
+    async def _narrow(self, state: _DeviceState, req: ReadRequest,
+                      out: list[Sample]) -> tuple[list[ReadRequest] | None, int]:
+        """Read ``req`` in halves, recursively, until every part answers (data, or an exception for one tag).
+        Returns the parts, or None and the status when the link failed on the way (the rest is BAD)."""
+        parts: list[ReadRequest] = []
+        pending = list(halves(req))
+        while pending:
+            part = pending.pop(0)
+            status, data = await self._transact(state, part)
+            if status in SPLIT_CODES and _splittable(part):
+                pending[0:0] = halves(part)  # depth first: samples stay in address order
+                continue
+            self._samples(part, status, data, out)
+            if not _answered(status):
+                for rest in pending:
+                    _bad(rest, status, out)
+                return None, status
+            parts.append(part)
+        return parts, 0
+
+    async def _read_parts(self, state: _DeviceState, split: _Split, out: list[Sample]) -> int:
+        parts: list[ReadRequest] = []
+        for i, part in enumerate(split.parts):
+            status, data = await self._transact(state, part)
+            if status in SPLIT_CODES and _splittable(part):  # a part that answered before refuses now
+                self._failing.pop(id(part), None)
+                sub, status = await self._narrow(state, part, out)
+                if sub is not None:
+                    parts.extend(sub)
+                    continue
+            else:
+                self._samples(part, status, data, out)
+            if not _answered(status):
+                for rest in split.parts[i + 1:]:
+                    _bad(rest, status, out)
+                split.parts = parts + split.parts[i:]
+                return status
+            parts.append(part)
+        split.parts = parts
+        return 0
+
+    def _samples(self, req: ReadRequest, status: int, data: Any, out: list[Sample]) -> None:
+        if status == 0:
+            ts = time.time_ns()
+            device = req.device
+            out.extend([_new(Sample, (device, name, v, _GOOD, 0, ts, ts, unit, 0))
+                        for (name, unit), v in zip(req.labels, req.decode(data), strict=True)])
+            if self._failing and id(req) in self._failing:
+                self._track(req, 0)
+        else:
+            _bad(req, status, out)
+            if _answered(status):
+                self._track(req, status)
+
+    def _track(self, req: ReadRequest, status: int) -> None:
+        """Log a group of tags entering or leaving an exception state, once per transition."""
+        key = id(req)
+        if self._failing.get(key, 0) == status:
+            return
+        names = req.names
+        if status:
+            self._failing[key] = status
+            self._log.warning("modbus tags answered with an exception", device=req.device, status=status_name(status),
+                              code=status, table=req.table, address=req.address, tags=names[:LOGGED_TAGS],
+                              count=len(names))
+        elif self._failing.pop(key, None) is not None:
+            self._log.info("modbus tags answering again", device=req.device, table=req.table, address=req.address,
+                           tags=names[:LOGGED_TAGS], count=len(names))
+
+    async def _transact(self, state: _DeviceState, req: ReadRequest) -> tuple[int, Any]:
+        """One request on the link: (0, data) or (status, None)."""
         delay = self.config.inter_frame_delay
+        data: Any = None
         async with self._lock:
             t0 = time.perf_counter()
             try:
                 client = await self._ensure_link()
                 data = await client.read(req.table, req.address, req.count, req.unit)
-                status, code = 0, ""
+                status = 0
             except DeviceException as exc:
-                status, code = exc.code, str(exc.code)
+                status = exc.code
             except RequestTimeout:
-                status, code = STATUS_TIMEOUT, "timeout"
+                status = BAD_TIMEOUT
             except ProtocolError as exc:
-                self._drop_link(f"protocol error: {exc}")
-                status, code = STATUS_TIMEOUT, "protocol"
+                self._drop_link(f"malformed reply: {exc}")
+                status = BAD_DECODING_ERROR
             except LinkDown as exc:
                 if self._client is not None:  # lost during the read (not a refused connect)
                     self._drop_link(str(exc))
-                status, code = STATUS_NOT_CONNECTED, "not_connected"
+                status = BAD_NOT_CONNECTED
+            if _answered(status):
+                self._served += 1
+                if self._served == HEALTHY_AFTER:
+                    self._backoff.reset()
             elapsed = time.perf_counter() - t0
-            self.requests += status != STATUS_NOT_CONNECTED
-            if delay and status != STATUS_NOT_CONNECTED:
+            self.requests += status != BAD_NOT_CONNECTED
+            if delay and status != BAD_NOT_CONNECTED:
                 await asyncio.sleep(delay)
-        ts = time.time_ns()
-        if status == 0:
-            device = req.device
-            out.extend([_new(Sample, (device, name, v, _GOOD, 0, ts, ts, unit, 0))
-                        for (name, unit), v in zip(req.labels, req.decode(data), strict=True)])
-        else:
-            out.extend(_new(Sample, (req.device, name, None, _BAD, status, ts, ts, unit, 0))
-                       for name, unit in req.labels)
-        self._account(state, status, code, elapsed, ts)
-        return status, code
+        self._account(state, status, elapsed)
+        return status, data
 
-    def _account(self, state: _DeviceState, status: int, code: str, elapsed: float, ts: int) -> None:
-        answered = status == 0 or code.isdigit()  # an exception response is an answer too
-        if answered and state.silent:
+    def _account(self, state: _DeviceState, status: int, elapsed: float) -> None:
+        if _answered(status) and state.silent:
             state.silent = False
             self._log.info("modbus unit answering again", device=state.device)
-        elif code == "timeout" and not state.silent:
+        elif status == BAD_TIMEOUT and not state.silent:
             state.silent = True
-            self._log.warning("modbus unit not answering", device=state.device, timeout=self.config.timeout)
+            self._log.warning("modbus unit not answering", device=state.device, status=status_name(status),
+                              timeout=self.config.timeout)
         if self._metrics is None:
             return
-        if status != STATUS_NOT_CONNECTED:
+        if status != BAD_NOT_CONNECTED:
             state.request_seconds.observe(elapsed)
         if status == 0:
             state.reads.inc()
-            state.last_good.set(ts / 1e9)
+            state.last_good.set(time.time())
         else:
-            state.error(code)
-        if code != "not_connected":
+            state.error(status_name(status))
+        if status != BAD_NOT_CONNECTED:
             state.connected.set(0 if state.silent else 1)
 
     # --- writes -------------------------------------------------------------------------------------
@@ -308,3 +437,13 @@ class ModbusSource:
             self._client.close()
             self._client = None
 
+
+def _splittable(req: ReadRequest) -> bool:
+    """More than one register (or bit) address: tags sharing one register fail together."""
+    return req.addresses[0] != req.addresses[-1]
+
+
+def _bad(req: ReadRequest, status: int, out: list[Sample]) -> None:
+    ts = time.time_ns()
+    device = req.device
+    out.extend([_new(Sample, (device, name, None, _BAD, status, ts, ts, unit, 0)) for name, unit in req.labels])

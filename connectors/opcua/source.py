@@ -45,6 +45,8 @@ from gateway.writes import WriteKind
 _new = tuple.__new__
 _GOOD, _UNCERTAIN, _BAD = Quality.GOOD, Quality.UNCERTAIN, Quality.BAD
 FUTURE_SLACK_NS = 86_400 * 10**9  # a device clock more than a day ahead is wrong, not early
+# BadUserAccessDenied, BadIdentityTokenInvalid, BadIdentityTokenRejected: wrong credentials, or a locked account
+LOGIN_REFUSED = frozenset({0x801F0000, 0x80200000, 0x80210000})
 
 
 def quality_of(status: int) -> Quality:
@@ -258,6 +260,7 @@ class OpcUaSource:
         last_error: str | None = None
         while True:
             session: Session | None = None
+            delay: float | None = None
             try:
                 session = await Session.open(cfg.endpoint, timeout=cfg.timeout, security=self._security(cfg),
                                              watchdog_interval=max(cfg.timeout, cfg.watchdog / 3))
@@ -276,9 +279,16 @@ class OpcUaSource:
             except OpcUaError as exc:
                 message = dev.last_error = str(exc)
                 dev.count_error(exc.code)
+                refused = exc.code in LOGIN_REFUSED
+                if refused:  # an account lock-out must not be hammered: straight to the longest delay
+                    delay = cfg.reconnect_max
                 if message != last_error:
-                    level = log.error if isinstance(exc, adapter.OpcUaSecurityError) else log.warning
-                    level("opcua device unavailable; retrying with backoff", error=message)
+                    if refused:
+                        log.error("opcua login refused; retrying only every reconnect_max", error=message,
+                                  status=adapter.status_name(exc.code), retry_in=cfg.reconnect_max)
+                    else:
+                        level = log.error if isinstance(exc, adapter.OpcUaSecurityError) else log.warning
+                        level("opcua device unavailable; retrying with backoff", error=message)
                     last_error = message
             finally:
                 was_up = dev.session is not None
@@ -289,7 +299,7 @@ class OpcUaSource:
                     dev.bad_rows(list(range(len(dev.tags))), adapter.BAD_COMMUNICATION_ERROR)
                 if session is not None:
                     await asyncio.shield(session.close())
-            await asyncio.sleep(backoff.next())
+            await asyncio.sleep(delay if delay is not None else backoff.next())
 
     def _security(self, cfg: OpcUaDevice) -> adapter.SecuritySetup | None:
         s = cfg.security

@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from connectors.modbus.config import ModbusSourceConfig
-from connectors.modbus.source import STATUS_TIMEOUT, ModbusSource
+from connectors.modbus.source import ModbusSource
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample
+from gateway.status_codes import BAD_TIMEOUT as STATUS_TIMEOUT
 from simulators.modbus.config import SimFault, SimulatorConfig
 from simulators.modbus.server import running_simulator, start_subprocess
 from tests.servers import free_port
@@ -68,7 +69,7 @@ def gw_tag(name: str, address: int, dtype: str = "int16") -> dict[str, Any]:
     return {"name": name, "address": address, "type": dtype}
 
 
-async def test_exception_marks_only_its_block_bad_and_keeps_the_link() -> None:
+async def test_exception_marks_only_the_failing_register_bad_and_keeps_the_link() -> None:
     port = free_port()
     sim = SimulatorConfig.model_validate({"devices": {"plc": {"unit": 1, "tags": [
         sim_tag("a", 0, 11), sim_tag("b", 1, 12), sim_tag("c", 200, 13), sim_tag("d", 201, 14)],
@@ -82,12 +83,14 @@ async def test_exception_marks_only_its_block_bad_and_keeps_the_link() -> None:
         await rec.wait_for(lambda: len(rec.batches) >= 3)
         last = {s.tag: s for s in rec.samples()}  # each tag's latest sample
         assert (last["a"].value, last["a"].quality, last["b"].value) == (11, Quality.GOOD, 12)
-        assert (last["c"].quality, last["c"].status, last["d"].quality, last["d"].status) == (
-            Quality.BAD, 2, Quality.BAD, 2)
+        # c and d share one read; only c's register answers exception 2: the read is narrowed down to it
+        assert (last["c"].quality, last["c"].status, last["d"].quality, last["d"].value) == (
+            Quality.BAD, 2, Quality.GOOD, 14)
+        assert source.splits == 1
         # the link stayed up: same server connection throughout, device counted as connected
         assert len(server.server.active_connections) == 1
         assert metrics.device_connected.labels("m", "plc")._value.get() == 1
-        assert metrics.device_errors.labels("m", "plc", "2")._value.get() >= 3
+        assert metrics.device_errors.labels("m", "plc", "IllegalDataAddress")._value.get() >= 3
         assert metrics.device_reads.labels("m", "plc")._value.get() >= 3
         # the fault is lifted: the block comes back GOOD without a reconnect
         server.set_faults("plc", [])
@@ -122,7 +125,7 @@ async def test_silent_unit_costs_one_timeout_per_tick_and_never_drops_the_link()
     assert all(s.value == 5 for s in rec.samples("good"))
     assert metrics.device_connected.labels("m", "dead")._value.get() == 0
     assert metrics.device_connected.labels("m", "good")._value.get() == 1
-    assert metrics.device_errors.labels("m", "dead", "timeout")._value.get() >= 8
+    assert metrics.device_errors.labels("m", "dead", "BadTimeout")._value.get() >= 8
 
 
 async def test_silent_device_does_not_delay_another_connection() -> None:
@@ -201,4 +204,4 @@ async def test_slow_response_times_out_and_the_late_frame_does_not_corrupt_later
     for s in rec.samples():
         if s.quality == Quality.GOOD:
             assert s.value == {"a": 21, "b": 22}[s.tag]
-    assert metrics.device_errors.labels("m", "plc", "timeout")._value.get() >= 1
+    assert metrics.device_errors.labels("m", "plc", "BadTimeout")._value.get() >= 1

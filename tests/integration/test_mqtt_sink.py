@@ -54,6 +54,7 @@ async def test_device_layout_one_message_per_device_and_scan(mosquitto_server: M
         "ts": TS_ISO, "source": "plc", "device": "filler",
         "values": {"temperature": 21.5, "running": True, "state": "RUN", "count": 7, "pressure": None},
         "quality": {"pressure": "bad"}, "units": {"temperature": "degC"},
+        "status": {"pressure": "ServerDeviceFailure"},  # Modbus exception 4, by name
     }
     assert data["acme/busan/packaging/line1/capper"]["values"] == {"temperature": 30.0}
     status = [r.payload for r in got if r.topic == "acme/busan/packaging/line1/gateway/status" and not r.retain]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -104,13 +105,20 @@ async def test_unknown_certificate_user_identity_is_refused(tmp_path: Path, data
     metrics = Metrics()
     async with simulator(sim_cfg(tmp_path, user_certificates=[str(known)])) as sim:
         trust_server(tmp_path, data_dir)
-        async with running(source_cfg(sim.url, certificate=str(cert), private_key=str(key)), data_dir,
-                           metrics) as r:
-            dev = r.source.devices["m1"]
-            await wait_until(lambda: dev.last_error is not None, what="an error")
-            assert "the server refused the identity (BadUserAccessDenied)" in dev.last_error  # type: ignore[operator]
-            assert errors(metrics, "BadUserAccessDenied") >= 1
-            assert dev.session is None and not r.of("count")
+        cfg = source_cfg(sim.url, certificate=str(cert), private_key=str(key))
+        cfg["devices"]["m1"]["reconnect_max"] = "20s"  # a refused login waits this long at once, not 100 ms
+        with structlog.testing.capture_logs() as logs:
+            async with running(cfg, data_dir, metrics) as r:
+                dev = r.source.devices["m1"]
+                await wait_until(lambda: dev.last_error is not None, what="an error")
+                assert "the server refused the identity (BadUserAccessDenied)" in dev.last_error  # type: ignore[operator]
+                assert errors(metrics, "BadUserAccessDenied") >= 1
+                # with the initial 100 ms backoff a few more attempts would land in this second: none may
+                await asyncio.sleep(1.0)
+                assert errors(metrics, "BadUserAccessDenied") == 1
+                assert dev.session is None and not r.of("count")
+    refusals = [e for e in logs if e["event"].startswith("opcua login refused")]
+    assert len(refusals) == 1 and refusals[0]["retry_in"] == 20.0
 
 
 @pytest.mark.timeout(60)

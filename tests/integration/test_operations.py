@@ -136,13 +136,13 @@ async def test_health_and_metrics_follow_simulator_and_broker(tmp_path: Path, br
         states = {d["device"]: d["state"] for d in body["devices"]}
         assert states == {"filler": "partial", "capper": "ok"}  # temp's block answers exception 2
 
-        # Exception responses are counted by code, and the counter moves.
+        # Exception responses are counted by the code's name, and the counter moves.
         _, text = await http_get(rt, "/metrics")
-        first = error_count(text, "filler", "2")
+        first = error_count(text, "filler", "IllegalDataAddress")
         assert first >= 1
 
         async def more_errors() -> bool:
-            return error_count((await http_get(rt, "/metrics"))[1], "filler", "2") > first
+            return error_count((await http_get(rt, "/metrics"))[1], "filler", "IllegalDataAddress") > first
 
         await until(more_errors)
 

@@ -138,3 +138,18 @@ def test_descriptors_do_not_import_asyncua() -> None:
     code = ("import sys, connectors.opcua.plugin, connectors.opcua.cli, connectors.opcua.config; "
             "sys.exit('asyncua' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_a_password_from_the_environment_completes_a_username_from_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config.loader import load_config
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "sources:\n  plc:\n    type: opcua\n    devices:\n      press:\n"
+        "        endpoint: opc.tcp://127.0.0.1:4840\n        security: {username: operator}\n"
+        "        tags: [{name: t, node: 'ns=2;s=T'}]\n"
+    )
+    monkeypatch.setenv("EDGEGW_SOURCES__PLC__DEVICES__PRESS__SECURITY__PASSWORD", "s3cret")
+    security = load_config(path).sources["plc"].devices["press"].security  # type: ignore[attr-defined]
+    assert security.username == "operator" and security.password.get_secret_value() == "s3cret"

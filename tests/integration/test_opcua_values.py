@@ -84,6 +84,15 @@ async def test_source_or_server_timestamp_as_sample_time(data_dir: Path) -> None
             await wait_until(lambda: r.of("f64"))
             s = r.of("f64")[0]
             assert s.source_ts == s.gateway_ts
+            assert s.server_ts == 0  # not asked for
+        # the server timestamp beside the source timestamp, for one tag only
+        both = [{"name": "f64", "node": f"nsu={NS};s=m1.f64", "server_timestamp": True},
+                {"name": "i16", "node": f"nsu={NS};s=m1.i16"}]
+        async with running(dev(sim.url, both), data_dir) as r:
+            await wait_until(lambda: r.of("f64") and r.of("i16"))
+            s, other = r.of("f64")[0], r.of("i16")[0]
+            assert 0 < s.server_ts <= s.gateway_ts and s.gateway_ts - s.server_ts < 5 * 10**9
+            assert s.source_ts > 0 and other.server_ts == 0
 
 
 async def test_absolute_deadband_suppresses_small_changes(data_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 import yaml
 from asyncua import ua
 
@@ -153,3 +154,33 @@ def test_a_password_from_the_environment_completes_a_username_from_the_file(
     monkeypatch.setenv("EDGEGW_SOURCES__PLC__DEVICES__PRESS__SECURITY__PASSWORD", "s3cret")
     security = load_config(path).sources["plc"].devices["press"].security  # type: ignore[attr-defined]
     assert security.username == "operator" and security.password.get_secret_value() == "s3cret"
+
+
+def test_insane_timestamps_are_replaced_flagged_and_logged_once(tmp_path: Path) -> None:
+    from connectors.opcua.config import OpcUaSourceConfig
+    from connectors.opcua.source import OpcUaSource
+    from gateway.model import Quality
+    from gateway.status_codes import UNCERTAIN_TIMESTAMP
+
+    cfg = OpcUaSourceConfig.model_validate({"devices": {"d": {
+        "endpoint": "opc.tcp://127.0.0.1:4840", "tags": [
+            {"name": "a", "node": "ns=2;s=A"}, {"name": "b", "node": "ns=2;s=B", "server_timestamp": True}]}}})
+    dev = OpcUaSource("s", cfg, data_dir=str(tmp_path)).devices["d"]
+    gw = 1_800_000_000 * 10**9
+    opcua_min = -11_644_473_600 * 10**9  # 1601-01-01
+    with structlog.testing.capture_logs() as logs:
+        first = dev.samples([(0, 1.0, 0, opcua_min, gw), (1, 2.0, 0, gw - 10**9, gw - 5 * 10**8)], gw)
+        again = dev.samples([(0, 1.5, 0, gw + 2 * 86_400 * 10**9, gw), (1, 3.0, 0x80000000, -1, opcua_min)], gw)
+        sane = dev.samples([(0, 2.0, 0, gw - 10**6, gw)], gw)
+    a, b = first
+    assert (a.source_ts, a.quality, a.status) == (gw, Quality.UNCERTAIN, UNCERTAIN_TIMESTAMP)
+    assert (b.source_ts, b.quality, b.server_ts) == (gw - 10**9, Quality.GOOD, gw - 5 * 10**8)
+    assert a.server_ts == 0  # tag a does not carry it
+    a2, b2 = again
+    assert (a2.source_ts, a2.status) == (gw, UNCERTAIN_TIMESTAMP)  # more than a day ahead
+    assert (b2.source_ts, b2.quality, b2.status, b2.server_ts) == (gw, Quality.BAD, 0x80000000, 0)  # BAD stays BAD
+    assert (sane[0].source_ts, sane[0].quality) == (gw - 10**6, Quality.GOOD)
+    events = [e["event"] for e in logs]
+    assert events.count("opcua timestamp outside the sane window; using the receive time") == 2  # a, then b
+    assert events.count("opcua timestamps sane again") == 1
+    assert dev.timestamps_replaced == 3

@@ -24,6 +24,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, localcontext
 from typing import Literal
 
 from gateway.config.base import TagBase
@@ -35,6 +36,7 @@ Base = Literal["bool", "int", "float", "string", "datetime", "bytes"]
 
 FLOAT32_MAX = 3.4028234663852886e38
 _CLI_BOOLS = {"true": True, "false": False, "1": True, "0": False}
+_NOISE = Decimal("1e-12")  # relative: what a float computed by a client may be off by
 _SHOWN = 60  # characters of a refused value quoted back: a huge value must not flood a log or a response
 
 
@@ -169,23 +171,28 @@ def _number(tag: TagBase, kind: WriteKind, v: int | float) -> int | float:
         raise WriteError(f"tag {tag.name!r}: {shown(v)} is below the tag's minimum {tag.min:g}")
     if tag.max is not None and v > tag.max:
         raise WriteError(f"tag {tag.name!r}: {shown(v)} is above the tag's maximum {tag.max:g}")
-    raw: int | float = v
-    if tag.scale != 1.0 or tag.offset != 0.0:
-        if tag.scale == 0.0:
-            raise WriteError(f"tag {tag.name!r} has scale 0; a write cannot be inverted")
-        raw = (v - tag.offset) / tag.scale
+    if tag.scale == 0.0:
+        raise WriteError(f"tag {tag.name!r} has scale 0; a write cannot be inverted")
+    # Exact decimal arithmetic on the numbers as written (64.9 and scale 0.1 give raw 649, not
+    # 648.9999999999999), and no float overflow for a 400-digit JSON integer.
+    with localcontext() as ctx:
+        ctx.prec = 60
+        exact = (_dec(v) - _dec(tag.offset)) / _dec(tag.scale)
+    raw: int | float
     if kind.base == "int":
-        if isinstance(raw, float):
-            whole = round(raw)
-            # (v - offset) / scale is inexact in binary: 64.9 / 0.1 is 648.9999999999999
-            if abs(raw - whole) > 1e-9 * max(1.0, abs(raw)):
-                raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {raw:g}, not a whole number "
-                                 f"({kind.describe()})")
-            raw = whole
-    elif isinstance(raw, int):
-        raw = float(raw)
+        whole = exact.to_integral_value()
+        # a float sent by a client may carry binary noise from its own arithmetic (0.1 * 3); an int never does
+        noise = isinstance(v, float) and abs(exact - whole) <= abs(exact) * _NOISE
+        if exact != whole and not noise:
+            raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {_num(exact)}, not a whole number; "
+                             f"it accepts {kind.describe()}")
+        raw = int(whole)
+    else:
+        raw = float(exact)
+        if not math.isfinite(raw):
+            raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {_num(exact)}, outside {kind.describe()}")
     if (kind.lo is not None and raw < kind.lo) or (kind.hi is not None and raw > kind.hi):
-        raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {_num(raw)}, outside {kind.describe()}")
+        raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {_num(exact)}, outside {kind.describe()}")
     return raw
 
 
@@ -193,5 +200,13 @@ def _refused(tag: TagBase, kind: WriteKind, value: Value) -> WriteError:
     return WriteError(f"tag {tag.name!r} accepts {kind.describe()}, not {shown(value)}")
 
 
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() and abs(x) < 2**63 else f"{x:g}"
+def _dec(x: int | float) -> Decimal:
+    """``x`` as the decimal it was written as (a float's shortest repr), exactly."""
+    return Decimal(x) if isinstance(x, int) else Decimal(repr(x))
+
+
+def _num(x: Decimal | float) -> str:
+    d = x if isinstance(x, Decimal) else _dec(x)
+    if d == d.to_integral_value() and abs(d) < 10**20:
+        return str(int(d))
+    return f"{d.normalize():.8g}"

@@ -8,6 +8,8 @@ Registers take FC 6 (one) or FC 16 (several), encoded by the tag's type and byte
 
 from __future__ import annotations
 
+import math
+
 from connectors.modbus.adapter import DeviceException, ModbusClient
 from connectors.modbus.codec import NUMERIC, byte_swapped, encode
 from connectors.modbus.config import ModbusDevice, ModbusTag
@@ -52,11 +54,12 @@ async def write_tag(client: ModbusClient, dev: ModbusDevice, tag: ModbusTag, val
     if tag.type == "string":
         if not isinstance(value, str):
             raise WriteError(f"{tag.name} takes text, not {shown(value)}")
-    elif type(value) is bool or not isinstance(value, int | float):
-        raise WriteError(f"{tag.name} takes a number, not {shown(value)}")
+    elif type(value) is bool or not isinstance(value, int | float) or \
+            (isinstance(value, float) and not math.isfinite(value)):
+        raise WriteError(f"{tag.name} takes a finite number, not {shown(value)}")
     try:
         regs = encode(value, tag.type, tag.order, tag.length)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise WriteError(f"{tag.name}: {exc}") from exc
     await client.write_registers(address, regs, dev.unit)
 

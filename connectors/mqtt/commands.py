@@ -154,6 +154,10 @@ class CommandHandler:
         except TimeoutError:
             self._respond(cmd, ok=False, error=f"the device did not answer within {WRITE_TIMEOUT:g}s")
             return
+        except Exception as exc:  # a fault of ours still gets an answer: the sender must not wait forever
+            self.audit.exception("command failed", target=f"{cmd.source}.{cmd.device}.{cmd.tag}")
+            self._respond(cmd, ok=False, error=f"write failed: {type(exc).__name__}: {shown(str(exc))}")
+            return
         self._respond(cmd, ok=True)
 
     def _parse(self, msg: InboundMessage) -> Command:

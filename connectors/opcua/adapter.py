@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import uuid
 from collections.abc import Callable, Sequence
@@ -644,15 +645,18 @@ def _coerce(value: Any, vt: ua.VariantType) -> Any:
                 raise ValueError("expected true or false")
             return value
         if vt in _INT_RANGES:
-            if type(value) is bool or not isinstance(value, int | float) or not float(value).is_integer():
+            if type(value) is bool or not isinstance(value, int | float) or \
+                    (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected a whole number")
             lo, hi = _INT_RANGES[vt]
             if not lo <= value <= hi:
                 raise ValueError(f"outside {vt.name} [{lo}, {hi}]")
             return int(value)
         if vt in (ua.VariantType.Float, ua.VariantType.Double):
-            if type(value) is bool or not isinstance(value, int | float):
-                raise ValueError("expected a number")
+            if type(value) is bool or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError("expected a finite number")
+            if vt == ua.VariantType.Float and abs(value) > FLOAT32_MAX:
+                raise ValueError("outside the Float range")
             return float(value)
         if not isinstance(value, str):
             raise ValueError("expected text")
@@ -669,6 +673,6 @@ def _coerce(value: Any, vt: ua.VariantType) -> Any:
             return bytes.fromhex(value)
         if vt == ua.VariantType.Guid:
             return uuid.UUID(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise OpcUaError(f"cannot write {shown(value)} as {vt.name}: {exc}", BAD_TYPE_MISMATCH) from exc
     raise OpcUaError(f"writing {vt.name} values is not supported", BAD_TYPE_MISMATCH)

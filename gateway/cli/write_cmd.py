@@ -27,9 +27,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("write", help="write one value to a writable tag",
                        description="Write VALUE (engineering units) to TAG of SOURCE.DEVICE. Only tags marked "
                        "`writable: true` accept writes; min/max limits apply. The value is checked against the tag's "
-                       "type (for OPC-UA, the node's) before anything reaches the device; every write is "
-                       "audit-logged.")
+                       "type (for OPC-UA, the node's) before anything reaches the device; every write, executed or "
+                       "refused, is audit-logged (logger gateway.audit).")
     add_config_arg(p, required=True)
+    p.add_argument("--timeout", type=float, default=CONNECT_DEADLINE, metavar="SECONDS",
+                   help=f"how long to wait for the device to connect (default {CONNECT_DEADLINE:g})")
     p.add_argument("target", metavar="SOURCE.DEVICE")
     p.add_argument("tag", metavar="TAG")
     p.add_argument("value", metavar="VALUE", help="what the tag accepts: true/false/1/0 for a bool, a number, "
@@ -41,32 +43,35 @@ def write(args: argparse.Namespace) -> int:
     cfg = load_or_report(args.config)
     if cfg is None:
         return 2
+    configure_logging(cfg.log.level, cfg.log.format)
+    audit = get_logger("gateway.audit", via="cli")
+    target = f"{args.target}.{args.tag}"
+
+    def refuse(message: str, code: int) -> int:
+        audit.warning("write refused", target=target, value=shown(args.value), error=message)
+        print(f"edge-gateway write: {message}", file=sys.stderr)
+        return code
+
     source_name, _, device = args.target.partition(".")
     if not device:
-        print(f"edge-gateway write: expected SOURCE.DEVICE, got {args.target!r}", file=sys.stderr)
-        return 2
+        return refuse(f"expected SOURCE.DEVICE, got {args.target!r}", 2)
+    if not args.timeout > 0:
+        return refuse(f"--timeout must be positive, got {args.timeout:g}", 2)
     scfg = cfg.sources.get(source_name)
     if scfg is None:
-        print(f"edge-gateway write: no source {source_name!r} in {cfg.path}; sources: "
-              f"{', '.join(sorted(cfg.sources)) or 'none'}", file=sys.stderr)
-        return 2
+        return refuse(f"no source {source_name!r} in {cfg.path}; sources: {', '.join(sorted(cfg.sources)) or 'none'}",
+                      2)
     tags = {(d, t.name): t for d, t in scfg.iter_tags()}
     tag = tags.get((device, args.tag))
     if tag is None:
-        print(f"edge-gateway write: no tag {args.tag!r} on {source_name}.{device}", file=sys.stderr)
-        return 2
-    target = f"{source_name}.{device}.{args.tag}"
+        return refuse(f"no tag {args.tag!r} on {source_name}.{device}", 2)
     if not tag.writable:
-        print(f"edge-gateway write: {target} is not writable (set `writable: true` on the tag)", file=sys.stderr)
-        return 2
-    configure_logging(cfg.log.level, cfg.log.format)
-    audit = get_logger("gateway.audit", via="cli")
+        return refuse(f"{target} is not writable (set `writable: true` on the tag)", 2)
+    data_dir = str(Path(cfg.data_dir).expanduser())
     try:
-        value = asyncio.run(_write(str(Path(cfg.data_dir).expanduser()), cfg, source_name, device, tag, args.value))
+        value = asyncio.run(_write(data_dir, cfg, source_name, device, tag, args.value, args.timeout))
     except WriteError as exc:
-        audit.warning("write refused", target=target, value=shown(args.value), error=str(exc))
-        print(f"edge-gateway write: {target}: {exc}", file=sys.stderr)
-        return 1
+        return refuse(f"{target}: {exc}", 1)
     audit.info("write executed", target=target, value=shown(value))
     print(f"{target} <- {shown(value)}")
     return 0
@@ -76,7 +81,8 @@ async def _discard(batch: Batch) -> None:
     return None
 
 
-async def _write(data_dir: str, cfg: Any, source_name: str, device: str, tag: TagBase, text: str) -> Value:
+async def _write(data_dir: str, cfg: Any, source_name: str, device: str, tag: TagBase, text: str,
+                 timeout: float) -> Value:
     """Run the source (an OPC-UA device connects in its run loop), write once, stop it; returns the value."""
     scfg = cfg.sources[source_name]
     ctx = BuildContext(metrics=Metrics(), site=cfg.site, data_dir=data_dir, log=get_logger("gateway.write"))
@@ -85,7 +91,7 @@ async def _write(data_dir: str, cfg: Any, source_name: str, device: str, tag: Ta
         raise WriteError(f"source type {scfg.type!r} does not support writes")
     runner = asyncio.create_task(source.run(_discard), name=f"write:{source_name}")
     try:
-        kind = await _until_connected(source, device, tag.name, runner)
+        kind = await _until_connected(source, device, tag.name, runner, timeout)
         value = parse_cli(kind, text)
         raw = coerce(tag, kind, value)
         await source.write(device, tag.name, raw)
@@ -99,14 +105,19 @@ async def _write(data_dir: str, cfg: Any, source_name: str, device: str, tag: Ta
             await close()
 
 
-async def _until_connected(source: WritableSource, device: str, tag: str, runner: asyncio.Task[None]) -> WriteKind:
-    """What the tag accepts, asked until the device answers or ``CONNECT_DEADLINE`` passes."""
-    deadline = asyncio.get_running_loop().time() + CONNECT_DEADLINE
+async def _until_connected(source: WritableSource, device: str, tag: str, runner: asyncio.Task[None],
+                           timeout: float) -> WriteKind:
+    """What the tag accepts, asked until the device answers or ``timeout`` passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while True:
         if runner.done() and not runner.cancelled() and runner.exception() is not None:
             raise WriteError(f"the source stopped: {runner.exception()}")
         try:
-            return await source.write_kind(device, tag)
-        except DeviceNotConnected:
-            if asyncio.get_running_loop().time() >= deadline:
-                raise
+            return await asyncio.wait_for(source.write_kind(device, tag), max(deadline - loop.time(), 0.0))
+        except (DeviceNotConnected, TimeoutError) as exc:
+            if loop.time() >= deadline:
+                why = f": {exc}" if isinstance(exc, DeviceNotConnected) else ""
+                raise DeviceNotConnected(f"device {device!r} did not connect within {timeout:g}s "
+                                         f"(--timeout){why}") from None
+        await asyncio.sleep(0.05)  # a source that refuses at once must not spin the loop

@@ -76,4 +76,5 @@ def test_render_lines_up_columns() -> None:
     text = render(10, [0x4060, 0x0000])
     rows = [r.split() for r in text.splitlines()]
     assert rows[1][:4] == ["10", "0x4060", "16480", "16480"]
-    assert rows[1][6] == "3.5" and len(rows[2]) == 6  # the last address has no 32-bit pair
+    assert rows[1][6] == "3.5" and rows[1][-1] == "@`"  # float32 ABCD; the ASCII of 0x4060 last
+    assert len(rows[2]) == 7  # the last address has no 32-bit pair: addr, hex, four 16-bit views, ASCII

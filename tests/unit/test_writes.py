@@ -161,3 +161,22 @@ def test_bit_positions_follow_the_byte_order() -> None:
     assert register_bit(bit3) == 3 and register_bit(swapped) == 11
     assert set_bit(0x00F0, bit3, True) == 0x00F8
     assert set_bit(0xFFFF, bit3, False) == 0xFFF7
+
+
+def test_inversion_is_exact_and_never_overflows() -> None:
+    """Decimal arithmetic on the numbers as written: no float overflow, no inf written, no lost digits."""
+    huge = int("1" + "0" * 400)  # what json.loads makes of a 401-digit number
+    for kind in (UINT16, REAL, WriteKind("float", type_name="float64"), int_kind(64, False)):
+        with pytest.raises(WriteError, match="outside"):
+            coerce(W, kind, huge)
+        with pytest.raises(WriteError, match="outside"):
+            coerce(TagBase(name="s", scale=0.5, writable=True), kind, -huge)
+    with pytest.raises(WriteError, match="outside"):  # 1e308 / 0.5 is inf as a float: never written
+        coerce(TagBase(name="s", scale=0.5, writable=True), WriteKind("float", type_name="float64"), 1e308)
+    halves = TagBase(name="count", scale=0.5, writable=True)
+    assert coerce(halves, int_kind(64, False), 2**62 + 1) == 2**63 + 2  # exact beyond a float's 53 bits
+    tenth = TagBase(name="temp", scale=0.1, offset=-40.0, writable=True)
+    assert coerce(tenth, INT16, -39.7) == 3
+    assert coerce(tenth, INT16, 1.1 * 3) == 433  # a client's float noise (3.3000000000000003) is not a fraction
+    with pytest.raises(WriteError, match="not a whole number"):
+        coerce(tenth, INT16, -39.75)

@@ -44,7 +44,7 @@ def _binary(name: str, *extra_dirs: str) -> str:
     return found
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     proc.terminate()
     try:
         proc.wait(5)
@@ -78,7 +78,7 @@ def mosquitto(workdir: Path, *, port: int | None = None, listener_config: str = 
         wait_for_port(port, proc)
         yield Mosquitto(port, workdir)
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @dataclass(frozen=True)
@@ -108,4 +108,4 @@ def victoria_metrics(workdir: Path, *, port: int | None = None) -> Iterator[Vict
         wait_for_port(port, proc)
         yield VictoriaMetrics(port)
     finally:
-        _stop(proc)
+        stop_process(proc)

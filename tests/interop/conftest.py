@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 HERE = Path(__file__).parent
 
@@ -37,9 +37,4 @@ def node_opcua_url() -> Iterator[str]:
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield f"opc.tcp://127.0.0.1:{port}/interop"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)

@@ -80,8 +80,13 @@ def int_kind(bits: int, signed: bool, type_name: str = "") -> WriteKind:
 
 def shown(value: object) -> str:
     """``value`` as short text for a message or an audit line."""
-    text = value if isinstance(value, str) else json.dumps(value) if isinstance(value, list) else repr(value)
-    text = repr(text) if isinstance(value, str) else text
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:  # as JSON: a sender wrote `true`, not Python's True
+            text = json.dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            text = repr(value)
     return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
 
 
@@ -112,7 +117,7 @@ def parse_cli(kind: WriteKind, text: str) -> Value:
     if kind.array:
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise WriteError(f"expected a JSON array such as [1, 2, 3], got {shown(text)}") from None
         return value  # type: ignore[no-any-return]  # checked by coerce
     if kind.base == "bool":

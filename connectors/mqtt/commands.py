@@ -167,8 +167,8 @@ class CommandHandler:
         source, device, tag = parts[:3]
         try:
             body = json.loads(msg.payload)
-        except ValueError:
-            raise Refused("payload is not JSON") from None
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+            raise Refused("payload is not JSON (or is nested too deeply)") from None
         correlation = None
         reply_to = msg.response_topic
         ts: float | None = None

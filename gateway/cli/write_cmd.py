@@ -110,14 +110,16 @@ async def _until_connected(source: WritableSource, device: str, tag: str, runner
     """What the tag accepts, asked until the device answers or ``timeout`` passes."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    why = ""  # the source's last reason (connection refused, certificate not trusted, ...)
     while True:
         if runner.done() and not runner.cancelled() and runner.exception() is not None:
             raise WriteError(f"the source stopped: {runner.exception()}")
         try:
             return await asyncio.wait_for(source.write_kind(device, tag), max(deadline - loop.time(), 0.0))
         except (DeviceNotConnected, TimeoutError) as exc:
+            if isinstance(exc, DeviceNotConnected):
+                why = f"; {exc}"
             if loop.time() >= deadline:
-                why = f": {exc}" if isinstance(exc, DeviceNotConnected) else ""
                 raise DeviceNotConnected(f"device {device!r} did not connect within {timeout:g}s "
                                          f"(--timeout){why}") from None
         await asyncio.sleep(0.05)  # a source that refuses at once must not spin the loop

@@ -57,13 +57,14 @@ async def gateway(tmp_path: Path, mosquitto_server: Mosquitto,
 
 
 async def request(sub: Subscriber, tag: str, payload: object, corr: bytes, **kw: object) -> dict[str, object]:
-    sub.publish(f"{PREFIX}/line/m1/{tag}/set", json.dumps(payload).encode(), response_topic=f"replies/{corr.decode()}",
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    sub.publish(f"{PREFIX}/line/m1/{tag}/set", body, response_topic=f"replies/{corr.decode()}",
                 correlation_data=corr, **kw)  # type: ignore[arg-type]
     got = await sub.wait_for(lambda m: any(r.topic == f"replies/{corr.decode()}" for r in m))
     reply: Received = next(r for r in got if r.topic == f"replies/{corr.decode()}")
     assert reply.correlation_data == corr
-    body: dict[str, object] = json.loads(reply.payload)
-    return body
+    answer: dict[str, object] = json.loads(reply.payload)
+    return answer
 
 
 async def test_v5_commands_write_or_are_refused_with_a_reason(gateway: Runtime, mosquitto_server: Mosquitto) -> None:
@@ -107,16 +108,22 @@ async def test_values_a_tag_does_not_accept_never_reach_the_device(gateway: Runt
             b"b6": ("setpoint", "42", "accepts a number"),
             b"b7": ("setpoint", [1, 2], "accepts a number"),
             b"b8": ("setpoint", {"x": 1}, "value must be"),
+            b"b9": ("setpoint", 10**400, "above the tag's maximum 100"),  # no float can hold it: no crash
+            b"b10": ("pump", [[True]] * 1000, "accepts true or false"),
         }
         for corr, (tag, value, reason) in refused.items():
             body = await request(sub, tag, {"value": value, "ts": iso_now()}, corr)
             assert body["ok"] is False and reason in str(body["error"]), (corr, body)
+            assert len(str(body["error"])) < 300  # the value is quoted short
+        deep = b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        body = await request(sub, "pump", deep, b"b11")
+        assert body["ok"] is False and "nested too deeply" in str(body["error"])
         assert source.batch(0.0).samples[0].value == before[0].value  # type: ignore[attr-defined]
-        ok = await request(sub, "pump", {"value": False, "ts": iso_now()}, b"b9")
+        ok = await request(sub, "pump", {"value": False, "ts": iso_now()}, b"b12")
         assert ok["ok"] is True and ok["value"] is False
         await sub.wait_for(lambda m: any(r.topic.endswith("/pump") and json.loads(r.payload)["value"] is False
                                          for r in m[-3:]))
-    assert gateway.sinks["cloud"].commands.refused == len(refused)  # type: ignore[attr-defined]
+    assert gateway.sinks["cloud"].commands.refused == len(refused) + 1  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("gateway", ["3.1.1"], indirect=True)

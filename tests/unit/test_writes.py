@@ -180,3 +180,54 @@ def test_inversion_is_exact_and_never_overflows() -> None:
     assert coerce(tenth, INT16, 1.1 * 3) == 433  # a client's float noise (3.3000000000000003) is not a fraction
     with pytest.raises(WriteError, match="not a whole number"):
         coerce(tenth, INT16, -39.75)
+
+
+def test_values_are_quoted_as_the_json_a_sender_wrote() -> None:
+    assert (shown(True), shown(None), shown([1.5, False]), shown("1")) == ("true", "null", "[1.5, false]", "'1'")
+    with pytest.raises(WriteError, match=r"\[float32\], not true$"):
+        coerce(W, REAL, True)
+
+
+def test_cli_array_text_nested_too_deeply_is_refused_not_a_crash() -> None:
+    kind = WriteKind("int", -128, 127, array=True)
+    with pytest.raises(WriteError, match="JSON array"):
+        parse_cli(kind, "[" * 100_000 + "]" * 100_000)
+
+
+class _NoDevice:
+    """A Modbus client that fails the test if a write ever reaches it."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the device was called ({name}) with a value the tag does not accept")
+
+
+@pytest.mark.parametrize("tag_kw,value", [
+    ({"table": "coil", "type": "bool"}, "false"), ({"table": "coil", "type": "bool"}, 1),
+    ({"type": "bit", "bit": 2}, None), ({"type": "uint16"}, True), ({"type": "uint16"}, "42"),
+    ({"type": "float32"}, float("nan")), ({"type": "float32"}, 10**400), ({"type": "int16"}, 1.5),
+    ({"type": "string", "length": 1}, 7),
+])
+async def test_the_modbus_writer_refuses_on_its_own_what_is_not_exactly_its_type(tag_kw: dict[str, object],
+                                                                                 value: Value) -> None:
+    from connectors.modbus.config import ModbusDevice
+    from connectors.modbus.writer import write_tag
+
+    tag = ModbusTag.model_validate({"name": "t", "address": 0, "writable": True, **tag_kw})
+    dev = ModbusDevice.model_validate({"unit": 1, "tags": [tag.model_dump()]})
+    with pytest.raises(WriteError):
+        await write_tag(_NoDevice(), dev, tag, value)  # type: ignore[arg-type]
+
+
+def test_the_opcua_adapter_refuses_on_its_own_what_is_not_exactly_the_node_type() -> None:
+    from asyncua import ua
+
+    from connectors.opcua.adapter import OpcUaError, _coerce
+
+    vt = ua.VariantType
+    for value, variant in [("false", vt.Boolean), (0, vt.Boolean), (True, vt.Int16), (1.5, vt.Int16),
+                           (40000, vt.Int16), (10**400, vt.Int64), (float("inf"), vt.Int32), ("1", vt.Double),
+                           (float("nan"), vt.Double), (1e39, vt.Float), (5, vt.String), ("noon", vt.DateTime)]:
+        with pytest.raises(OpcUaError, match="cannot write"):
+            _coerce(value, variant)
+    assert _coerce(12.0, vt.Int16) == 12 and type(_coerce(12.0, vt.Int16)) is int
+    assert _coerce(7, vt.Float) == 7.0 and _coerce(False, vt.Boolean) is False

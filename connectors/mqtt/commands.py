@@ -15,6 +15,16 @@ then the runtime's writer, which refuses unknown or non-writable tags, values th
 the tag's type (``gateway.writes``: a coil takes only ``true``/``false``) and values outside the tag's
 min/max before anything reaches the device. Commands run one at a time, in arrival order.
 
+Before anything runs, a payload must be at most ``MAX_PAYLOAD`` bytes and nest at most ``MAX_DEPTH``
+levels, and its response topic must be acceptable: a ``response_topic`` field only under
+``<response_prefix>/``; an MQTT 5 response topic only when it is a valid topic name (not empty, no
+wildcard, not ``$``-reserved) that is not one of this sink's telemetry, status or command topics. A
+command with an unacceptable response topic is not executed and is answered on the default topic.
+
+A replay guard executes a command at most once: the same correlation id (or, without one, the same
+topic and payload) within twice ``max_age`` is answered with the first answer (``"duplicate": true``),
+not executed again, so a broker redelivering a command after a reconnect cannot repeat a device write.
+
 Response on the request's v5 response topic (with its correlation data), else its ``response_topic``
 field, else ``<response_prefix>/<source>/<device>/<tag>``::
 
@@ -29,7 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -46,6 +58,10 @@ from gateway.writes import shown
 
 WRITE_TIMEOUT = 10.0
 QUEUE_MAX = 100
+MAX_PAYLOAD = 64 * 1024  # bytes of one request
+MAX_DEPTH = 4  # JSON nesting of one request: an object holding a matrix is 3
+ECHO_MAX = 1024  # characters of a value echoed in a response; a longer one is quoted short
+SEEN_MAX = 10_000  # commands the replay guard remembers at most
 
 
 class Refused(Exception):
@@ -91,12 +107,54 @@ def parse_ts(raw: Any) -> float:
     raise Refused("ts must be ISO 8601 or epoch milliseconds")
 
 
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be published on (None: it can). An empty one makes a broker drop the client."""
+    if not topic:
+        return "it is empty"
+    if "+" in topic or "#" in topic:
+        return "it holds a wildcard"
+    if "\x00" in topic:
+        return "it holds a NUL character"
+    if topic.startswith("$"):
+        return "$-topics are the broker's"
+    if len(topic.encode("utf-8", errors="replace")) > 65535:
+        return "it is longer than 65535 bytes"
+    return None
+
+
+def _short(correlation: Any) -> Any:
+    """A correlation id as given, or quoted short when it is large (it is echoed and logged)."""
+    if correlation is None or len(json.dumps(correlation, default=str)) <= 256:
+        return correlation
+    return shown(correlation)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counted no further than ``limit + 1``."""
+    if limit < 0 or not isinstance(value, list | dict):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
+
+
+def _pattern(template: str, fields: dict[str, str]) -> re.Pattern[str]:
+    """A topic template (site fields filled, ``{source}``/``{device}``/``{tag}`` any one level) as a regex."""
+    marker = "\x00"
+    text = template.format(**fields, source=marker, device=marker, tag=marker)
+    return re.compile("(?:" + re.escape(text).replace(re.escape(marker), "[^/]*") + ")(?:/.*)?")
+
+
 class CommandHandler:
-    def __init__(self, config: CommandConfig, site: SiteConfig, writer: TagWriter, *, sink: str) -> None:
+    def __init__(self, config: CommandConfig, site: SiteConfig, writer: TagWriter, *, sink: str,
+                 forbidden: Sequence[str] = ()) -> None:
         self.config = config
         fields = {"enterprise": site.enterprise, "site": site.site, "area": site.area, "line": site.line}
         self.prefix = config.topic_prefix.format(**fields).rstrip("/")
         self.response_prefix = config.response_prefix.format(**fields).rstrip("/")
+        # topics a response must never land on: this sink's telemetry and status, and the commands themselves
+        self._forbidden = [_pattern(t, fields) for t in forbidden] + [re.compile(re.escape(self.prefix) + "(?:/.*)?")]
+        self._seen: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self.duplicates = 0
         self.writer = writer
         self.audit = get_logger("gateway.audit", sink=sink)
         self.link: MqttLink | None = None
@@ -145,6 +203,14 @@ class CommandHandler:
         except Refused as exc:
             self._answer_refusal(msg, str(exc))
             return
+        key = self._replay_key(cmd)
+        seen = self._seen.get(key)
+        if seen is not None and seen[0] > time.monotonic():
+            self.duplicates += 1
+            self.audit.warning("command duplicate; not executed again", target=f"{cmd.source}.{cmd.device}.{cmd.tag}",
+                               value=shown(cmd.value), correlation=_short(cmd.correlation))
+            self._publish(cmd.response_topic, {**seen[1], "duplicate": True}, cmd.request)
+            return
         try:
             self._check_rate()
             await asyncio.wait_for(self.writer(cmd.source, cmd.device, cmd.tag, cmd.value), WRITE_TIMEOUT)
@@ -158,34 +224,81 @@ class CommandHandler:
             self.audit.exception("command failed", target=f"{cmd.source}.{cmd.device}.{cmd.tag}")
             self._respond(cmd, ok=False, error=f"write failed: {type(exc).__name__}: {shown(str(exc))}")
             return
-        self._respond(cmd, ok=True)
+        self._remember(key, self._respond(cmd, ok=True))
+
+    def _replay_key(self, cmd: Command) -> tuple[str, str]:
+        """The same command id for the same tag, or (without an id) the same topic and payload."""
+        request = cmd.request
+        if cmd.correlation is not None:
+            return request.topic, "id:" + json.dumps(cmd.correlation, sort_keys=True, default=str)
+        if request.correlation_data is not None:
+            return request.topic, "v5:" + request.correlation_data.hex()
+        return request.topic, "body:" + request.payload.decode("utf-8", errors="replace")
+
+    def _remember(self, key: tuple[str, str], response: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if len(self._seen) >= SEEN_MAX:
+            self._seen = {k: v for k, v in self._seen.items() if v[0] > now}
+            while len(self._seen) >= SEEN_MAX:  # all still fresh: forget the oldest
+                del self._seen[next(iter(self._seen))]
+        self._seen[key] = (now + 2 * self.config.max_age, response)
+
+    def _reply_topic(self, requested: str | None, *, v5: bool) -> str | None:
+        """``requested`` if a response may go there; raises Refused with the reason otherwise."""
+        if requested is None:
+            return None
+        problem = topic_problem(requested)
+        if problem is None and not requested.startswith(self.response_prefix + "/"):
+            if not v5:
+                problem = f"a response_topic field must be under {self.response_prefix}/"
+            elif any(p.fullmatch(requested) for p in self._forbidden):
+                problem = "it is one of this gateway's telemetry, status or command topics"
+        if problem is not None:
+            raise Refused(f"response topic {shown(requested)} refused: {problem}")
+        return requested
 
     def _parse(self, msg: InboundMessage) -> Command:
         parts = msg.topic[len(self.prefix) + 1:].split("/")
         if len(parts) != 4 or parts[3] != "set":
             raise Refused("topic must be <prefix>/<source>/<device>/<tag>/set")
         source, device, tag = parts[:3]
+        default_reply = f"{self.response_prefix}/{source}/{device}/{tag}"
+        try:
+            v5_reply = self._reply_topic(msg.response_topic, v5=True)
+            topic_refused = None
+        except Refused as exc:
+            v5_reply, topic_refused = None, str(exc)
+        placeholder = Command(source, device, tag, None, None, v5_reply or default_reply, msg)
+        if len(msg.payload) > MAX_PAYLOAD:
+            raise _refuse(placeholder, f"payload of {len(msg.payload)} bytes; at most {MAX_PAYLOAD} are accepted")
         try:
             body = json.loads(msg.payload)
         except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
-            raise Refused("payload is not JSON (or is nested too deeply)") from None
+            raise _refuse(placeholder, "payload is not JSON (or is nested too deeply)") from None
+        if _depth(body, MAX_DEPTH) > MAX_DEPTH:
+            raise _refuse(placeholder, f"payload nests more than {MAX_DEPTH} levels")
         correlation = None
-        reply_to = msg.response_topic
         ts: float | None = None
-        if isinstance(body, dict):
-            if "value" not in body:
-                raise Refused("payload object needs a `value`")
-            value = body["value"]
-            correlation = body.get("correlation")
-            if reply_to is None and isinstance(body.get("response_topic"), str):
-                reply_to = body["response_topic"]
-            if body.get("ts") is not None:
-                ts = parse_ts(body["ts"])
-        else:
-            value = body
-        if reply_to is None:
-            reply_to = f"{self.response_prefix}/{source}/{device}/{tag}"
-        cmd = Command(source, device, tag, value, correlation, reply_to, msg)
+        try:
+            if topic_refused is not None:
+                raise Refused(topic_refused)
+            reply_to = v5_reply
+            if isinstance(body, dict):
+                if "value" not in body:
+                    raise Refused("payload object needs a `value`")
+                value = body["value"]
+                correlation = body.get("correlation")
+                if reply_to is None and body.get("response_topic") is not None:
+                    field = body["response_topic"]
+                    reply_to = self._reply_topic(field if isinstance(field, str) else "", v5=False)
+                if body.get("ts") is not None:
+                    ts = parse_ts(body["ts"])
+            else:
+                value = body
+        except Refused as exc:  # answered on the default topic; nothing runs
+            raise _refuse(Command(source, device, tag, None, _short(correlation), default_reply, msg), str(exc)) \
+                from None
+        cmd = Command(source, device, tag, value, _short(correlation), reply_to or default_reply, msg)
         if isinstance(value, dict):
             raise _refuse(cmd, "value must be true/false, a number, text, or an array of them")
         if ts is not None:
@@ -207,17 +320,21 @@ class CommandHandler:
         self._tokens -= 1.0
 
     def _answer_refusal(self, msg: InboundMessage, error: str) -> None:
-        reply_to = msg.response_topic or f"{self.response_prefix}/invalid"
+        try:
+            reply_to = self._reply_topic(msg.response_topic, v5=True) or f"{self.response_prefix}/invalid"
+        except Refused:
+            reply_to = f"{self.response_prefix}/invalid"
         self.refused += 1
         self.audit.warning("command refused", topic=msg.topic, error=error)
         self._publish(reply_to, {"ok": False, "error": error}, msg)
 
-    def _respond(self, cmd: Command, *, ok: bool, error: str | None = None) -> None:
+    def _respond(self, cmd: Command, *, ok: bool, error: str | None = None) -> dict[str, Any]:
         target = f"{cmd.source}.{cmd.device}.{cmd.tag}"
         if ok:
             self.executed += 1
             self.audit.info("command executed", target=target, value=shown(cmd.value), correlation=cmd.correlation)
-            body: dict[str, Any] = {"ok": True, "value": cmd.value}
+            echo = json.dumps(cmd.value)
+            body: dict[str, Any] = {"ok": True, "value": cmd.value if len(echo) <= ECHO_MAX else shown(cmd.value)}
         else:
             self.refused += 1
             self.audit.warning("command refused", target=target, value=shown(cmd.value), error=error,
@@ -226,6 +343,7 @@ class CommandHandler:
         if cmd.correlation is not None:
             body["correlation"] = cmd.correlation
         self._publish(cmd.response_topic, body, cmd.request)
+        return body
 
     def _publish(self, topic: str, body: dict[str, Any], request: InboundMessage) -> None:
         body["ts"] = self._fmt(time.time_ns())

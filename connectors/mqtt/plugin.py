@@ -18,7 +18,8 @@ def _build(name: str, config: MqttSinkConfig, ctx: BuildContext) -> Sink:
     if config.commands.enabled:
         from connectors.mqtt.commands import CommandHandler
 
-        sink.commands = CommandHandler(config.commands, ctx.site, ctx.writer, sink=name)
+        sink.commands = CommandHandler(config.commands, ctx.site, ctx.writer, sink=name,
+                                       forbidden=[config.topic_template(), config.status_topic])
     return sink
 
 

@@ -117,26 +117,42 @@ async def test_values_a_tag_does_not_accept_never_reach_the_device(gateway: Runt
             assert len(str(body["error"])) < 300  # the value is quoted short
         deep = b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         body = await request(sub, "pump", deep, b"b11")
-        assert body["ok"] is False and "nested too deeply" in str(body["error"])
+        assert body["ok"] is False and "at most 65536 are accepted" in str(body["error"])
+        nested = b'{"value": ' + b"[" * 5 + b"]" * 5 + b"}"  # small, but deeper than any tag's value
+        body = await request(sub, "pump", nested, b"b13")
+        assert body["ok"] is False and "nests more than 4 levels" in str(body["error"])
         assert source.batch(0.0).samples[0].value == before[0].value  # type: ignore[attr-defined]
         ok = await request(sub, "pump", {"value": False, "ts": iso_now()}, b"b12")
         assert ok["ok"] is True and ok["value"] is False
         await sub.wait_for(lambda m: any(r.topic.endswith("/pump") and json.loads(r.payload)["value"] is False
                                          for r in m[-3:]))
-    assert gateway.sinks["cloud"].commands.refused == len(refused) + 1  # type: ignore[attr-defined]
+    assert gateway.sinks["cloud"].commands.refused == len(refused) + 2  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("gateway", ["3.1.1"], indirect=True)
 async def test_v311_correlation_and_response_topic_in_the_payload(gateway: Runtime,
                                                                   mosquitto_server: Mosquitto) -> None:
-    with Subscriber(mosquitto_server.port, ["replies311/#", "acme/busan/packaging/line1/m1/temp"]) as sub:
+    replies = "acme/busan/packaging/line1/cmd-response"
+    mine = f"{replies}/app7/a"  # a response_topic field must stay under the response prefix
+    with Subscriber(mosquitto_server.port, [f"{replies}/#", "replies311/#",
+                                            "acme/busan/packaging/line1/m1/temp"]) as sub:
         await sub.wait_for(lambda m: any(r.topic.endswith("/temp") for r in m))
         sub.publish(f"{PREFIX}/line/m1/setpoint/set", json.dumps(
             {"value": 12, "ts": int(time.time() * 1000), "correlation": {"id": 7},
+             "response_topic": mine}).encode())
+        got = await sub.wait_for(lambda m: any(r.topic == mine for r in m))
+        body = json.loads(next(r for r in got if r.topic == mine).payload)
+        assert body["ok"] is True and body["value"] == 12 and body["correlation"] == {"id": 7}
+        # anywhere else: refused before the write, answered on the tag's default response topic
+        sub.publish(f"{PREFIX}/line/m1/setpoint/set", json.dumps(
+            {"value": 13, "ts": int(time.time() * 1000), "correlation": {"id": 8},
              "response_topic": "replies311/a"}).encode())
-        got = await sub.wait_for(lambda m: any(r.topic == "replies311/a" for r in m))
-    body = json.loads(next(r for r in got if r.topic == "replies311/a").payload)
-    assert body["ok"] is True and body["value"] == 12 and body["correlation"] == {"id": 7}
+        default = f"{replies}/line/m1/setpoint"
+        got = await sub.wait_for(lambda m: any(r.topic == default for r in m))
+    refused = json.loads(next(r for r in got if r.topic == default).payload)
+    assert refused["ok"] is False and "must be under" in refused["error"] and refused["correlation"] == {"id": 8}
+    assert not any(r.topic.startswith("replies311/") for r in got)
+    assert gateway.sinks["cloud"].commands.executed == 1  # type: ignore[attr-defined]
 
 
 async def test_command_round_trips_to_the_modbus_simulator(tmp_path: Path, mosquitto_server: Mosquitto) -> None:
@@ -195,3 +211,55 @@ async def request_on(sub: Subscriber, topic: str, value: object, corr: bytes) ->
     got = await sub.wait_for(lambda m: any(r.topic == reply_topic for r in m))
     body: dict[str, object] = json.loads(next(r for r in got if r.topic == reply_topic).payload)
     return body
+
+
+REPLIES = "acme/busan/packaging/line1/cmd-response"
+
+
+async def answers(sub: Subscriber, topic: str, n: int) -> list[dict[str, object]]:
+    got = await sub.wait_for(lambda m: sum(r.topic == topic for r in m) >= n)
+    return [json.loads(r.payload) for r in got if r.topic == topic]
+
+
+async def test_hostile_response_topics_are_refused_before_the_write_and_the_link_stays_up(
+        gateway: Runtime, mosquitto_server: Mosquitto) -> None:
+    sink = gateway.sinks["cloud"]
+    default = f"{REPLIES}/line/m1/setpoint"
+    telemetry = "acme/busan/packaging/line1/m1/temp"
+    with Subscriber(mosquitto_server.port, [f"{REPLIES}/#", "replies/#", telemetry]) as sub:
+        await sub.wait_for(lambda m: any(r.topic == telemetry for r in m))
+        connects = sink.link.connects  # type: ignore[attr-defined]
+        hostile = ["", "evil/#", "a/+/b", telemetry, "$SYS/x", "replies/elsewhere"]
+        for n, topic in enumerate(hostile):  # as a payload field (MQTT 3.1.1 style)
+            sub.publish(f"{PREFIX}/line/m1/setpoint/set", json.dumps(
+                {"value": 20 + n, "ts": iso_now(), "correlation": f"h{n}", "response_topic": topic}).encode())
+        for n, topic in enumerate(["evil/#", telemetry, "acme/busan/packaging/line1/gateway/status",
+                                   f"{PREFIX}/line/m1/setpoint/set"]):  # as the MQTT 5 response topic
+            sub.publish(f"{PREFIX}/line/m1/setpoint/set", json.dumps({"value": 40 + n, "ts": iso_now()}).encode(),
+                        response_topic=topic, correlation_data=f"v{n}".encode())
+        got = await answers(sub, default, len(hostile) + 4)
+        assert all(a["ok"] is False and "refused" in str(a["error"]) for a in got), got
+        # telemetry keeps flowing, on the same connection; nothing was written
+        seen = len([r for r in sub.messages if r.topic == telemetry])
+        await sub.wait_for(lambda m: len([r for r in m if r.topic == telemetry]) > seen + 3)
+        assert sink.link.connects == connects  # type: ignore[attr-defined]
+        assert not [r for r in sub.messages if r.topic == telemetry and json.loads(r.payload).get("ok") is not None]
+    assert sink.commands.executed == 0  # type: ignore[attr-defined]
+    assert sink.commands.refused == len(hostile) + 4  # type: ignore[attr-defined]
+
+
+async def test_a_command_runs_once_however_often_it_arrives(gateway: Runtime, mosquitto_server: Mosquitto) -> None:
+    commands = gateway.sinks["cloud"].commands  # type: ignore[attr-defined]
+    with Subscriber(mosquitto_server.port, [f"{REPLIES}/#", "replies/#", "acme/busan/packaging/line1/m1/temp"]) as sub:
+        await sub.wait_for(lambda m: any(r.topic.endswith("/temp") for r in m))
+        by_id = {"value": 30.0, "ts": iso_now(), "correlation": "once-1"}
+        first = await request(sub, "setpoint", by_id, b"r1")
+        again = await request(sub, "setpoint", by_id, b"r2")  # the same command id, redelivered
+        assert first["ok"] is True and "duplicate" not in first
+        assert again["ok"] is True and again["duplicate"] is True and again["value"] == 30.0
+        same = json.dumps({"value": 31.0, "ts": iso_now()}).encode()  # no id at all: the same payload twice
+        sub.publish(f"{PREFIX}/line/m1/setpoint/set", same)
+        sub.publish(f"{PREFIX}/line/m1/setpoint/set", same)
+        got = await answers(sub, f"{REPLIES}/line/m1/setpoint", 2)
+    assert [a.get("duplicate", False) for a in got] == [False, True]
+    assert commands.executed == 2 and commands.duplicates == 2

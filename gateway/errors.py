@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.redact import redact
+
 
 class GatewayError(Exception):
     """Base class of the gateway's own errors."""
@@ -11,6 +13,8 @@ class ConfigError(GatewayError):
     """A configuration is invalid; ``problems`` holds one ``FILE: dotted.path: message`` line each."""
 
     def __init__(self, problems: list[str]) -> None:
+        # a bad URL is quoted back: never with its password
+        problems = [redact(p) for p in problems]
         super().__init__("\n".join(problems))
         self.problems = problems
 

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.config.site import HttpConfig
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
+from gateway.redact import redact
 from gateway.status import StatusBoard
 
 Response = tuple[int, str, bytes]
@@ -38,7 +39,8 @@ JSON = "application/json"
 
 
 def _json(status: int, body: Any) -> Response:
-    return status, JSON, json.dumps(body, separators=(",", ":")).encode()
+    # redacted as text: a credential in any URL a component reports (an error, a target) never leaves
+    return status, JSON, redact(json.dumps(body, separators=(",", ":"))).encode()
 
 
 def _int(query: dict[str, list[str]], key: str, default: int | None) -> int | None:

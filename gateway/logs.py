@@ -11,9 +11,16 @@ from typing import Any, TextIO
 import structlog
 import structlog.tracebacks
 
+from gateway.redact import redact
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # Chatty libraries: their INFO lines are per-connection noise; our components log the transitions.
 _QUIET = ("asyncua", "pymodbus", "paho", "urllib3", "influxdb_client", "aiosqlite")
+
+
+def _redacted(logger: Any, name: str, line: Any) -> str:
+    """The last processor: gets the renderer's line (a str), returns it with URL credentials masked."""
+    return redact(str(line))
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -50,7 +57,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
+            # the rendered line, tracebacks and library messages included, loses any URL credential
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer, _redacted],
         )
     )
     root = logging.getLogger()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.config.base import TEMPLATE_FIELDS, Duration, SinkConfigBase, check_template
+from gateway.redact import redact
 
 SERIES_FIELDS = TEMPLATE_FIELDS
 
@@ -16,6 +18,19 @@ class InfluxSinkConfig(SinkConfigBase):
 
     type: Literal["influxdb"] = "influxdb"
     url: str = Field("http://127.0.0.1:8086", description="base URL of the server, e.g. http://influx:8086")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, such as http://influx:8086; "
+                             f"got {redact(value)!r}")
+        try:
+            parts.port  # noqa: B018  # raises on a port that is not a number or out of range
+        except ValueError:
+            raise ValueError(f"the port of {redact(value)!r} is not a number from 1 to 65535") from None
+        return value
     token: SecretStr = Field(SecretStr(""), description="API token (sent as `Authorization: Token ...`)")
     org: str = ""
     bucket: str = "edge"

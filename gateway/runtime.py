@@ -115,6 +115,8 @@ class Runtime:
         for name, kcfg in self.config.sinks.items():
             self._build_sink(name, kcfg)
         await self.spool.open()
+        for name in sorted(set(self.spool.stored_sinks) - set(self.config.sinks)):
+            await self._release_sink(name)
         if self.http is not None:
             await self.http.start()
         self.log.info("gateway starting", config=self.config.path, data_dir=str(self.data_dir),
@@ -161,6 +163,12 @@ class Runtime:
             t.cancel()
         if pending:
             await asyncio.wait(pending, timeout=STOP_BUDGET / 8)
+
+    async def _release_sink(self, name: str) -> None:
+        """A sink no longer configured: its spool cursor must not hold data back (nor count drops) forever."""
+        pending = await self.spool.release(name)
+        self.log.warning("sink no longer configured; its spool cursor is released", sink=name,
+                         undelivered_samples=pending)
 
     # --- writes (CLI, MQTT command path) --------------------------------------------------------
     async def write_tag(self, source: str, device: str, tag: str, value: Value) -> None:
@@ -277,7 +285,7 @@ class Runtime:
                 self.sinks.pop(name, None)
                 self.deliveries.pop(name, None)
                 if name in sink_changes.removed:
-                    self.spool.unregister(name)
+                    await self._release_sink(name)
             for name in sorted(sink_changes.added | sink_changes.changed):
                 self._build_sink(name, new.sinks[name])
                 self._start_sink(name)

@@ -861,6 +861,29 @@ class Spool:
             r._event.set()
             self._wake.set()  # GC may now go further
 
+    @property
+    def stored_sinks(self) -> list[str]:
+        """Sinks with a cursor in the spool (this run's and earlier runs')."""
+        return sorted(self._cursors)
+
+    async def release(self, sink: str) -> int:
+        """Forget a sink that is no longer configured: its cursor stops holding rows back, and is deleted.
+        Returns how many stored samples it had not acked (what it will never get)."""
+        self.unregister(sink)
+        cursor = self._cursors.pop(sink, None)
+        self._dirty.pop(sink, None)
+        if cursor is None:
+            return 0
+
+        def forget(conn: sqlite3.Connection) -> int:
+            pending = conn.execute("SELECT coalesce(sum(n), 0) FROM batches WHERE seq > ?", (cursor,)).fetchone()[0]
+            conn.execute("DELETE FROM cursors WHERE sink = ?", (sink,))  # autocommit: outside any batch
+            return int(pending)
+
+        pending = await self._call(forget)
+        self._wake.set()  # GC may now go further
+        return pending
+
     def _cursor_moved(self, sink: str, seq: int) -> None:
         self._cursors[sink] = seq
         self._dirty[sink] = seq

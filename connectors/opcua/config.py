@@ -19,6 +19,8 @@ from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, T
 
 _NODE = re.compile(r"^(nsu=[^;]+;|ns=\d+;)?[isgb]=.+$")
 _PATH_STEP = re.compile(r"^(\d+:)?[^/]+$")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
 Policy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
 Trigger = Literal["status", "status_value", "status_value_timestamp"]
@@ -35,6 +37,13 @@ def check_node(node: str) -> str:
         raise ValueError(
             f"{node!r} is neither a NodeId (ns=2;s=Name, nsu=URI;i=42, i=2258) nor a browse path (/Objects/...)"
         )
+    kind, _, ident = node.rpartition(";")[2].partition("=")
+    if kind == "i" and not (ident.isdigit() and int(ident) < 2**32):
+        raise ValueError(f"{node!r}: a numeric NodeId (i=) takes a whole number from 0 to 4294967295, not {ident!r}")
+    if kind == "g" and not _GUID.match(ident):
+        raise ValueError(f"{node!r}: a GUID NodeId (g=) looks like 72962b91-fa75-4ae6-8d28-b404dc7daf63")
+    if kind == "b" and not _BASE64.match(ident):
+        raise ValueError(f"{node!r}: an opaque NodeId (b=) is base64 text")
     return node
 
 

@@ -410,9 +410,14 @@ class OpcUaSource:
             dev.bad_rows(handles, code)
         dev.last_activity = time.monotonic()
         tick = min(1.0, cfg.watchdog / 4)
+        me = asyncio.current_task()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dev.wake.wait(), tick)
+            # Python 3.11's wait_for can lose a cancellation that arrives as its wait ends; the task still
+            # counts it, so honour it here or a stop (or `edge-gateway write`) waits for ever
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             if session.lost.is_set():
                 raise OpcUaError("connection lost")
             if dev.lost_reason is not None:

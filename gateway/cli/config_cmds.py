@@ -26,6 +26,9 @@ def validate(args: argparse.Namespace) -> int:
     cfg = load_or_report(args.config)
     if cfg is None:
         return 2
+    if (empty := cfg.empty_problem()) is not None:  # loads (`query` may use it), but would run nothing
+        print(empty, file=sys.stderr)
+        return 2
     print(f"{cfg.path}: ok ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks)")
     return 0
 

@@ -36,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_or_report(args.config)
     if cfg is None:
         return 2
+    if (empty := cfg.empty_problem()) is not None:
+        print(empty, file=sys.stderr)
+        return 2
     configure_logging(cfg.log.level, cfg.log.format)
     tune_gc()
     summary = args.summary if args.summary is not None else not args.config

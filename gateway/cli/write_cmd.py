@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from gateway.plugins import BuildContext, source_plugin
 from gateway.writes import WriteKind, coerce, parse_cli, shown
 
 CONNECT_DEADLINE = 15.0  # s: how long the command waits for a device that does not answer yet
+STOP_WAIT = 5.0  # s: how long the command lets the source wind down after the write
 
 
 def register(sub: Any) -> None:
@@ -98,8 +98,8 @@ async def _write(data_dir: str, cfg: Any, source_name: str, device: str, tag: Ta
         return value
     finally:
         runner.cancel()
-        with contextlib.suppress(BaseException):
-            await runner
+        # bounded: the write is done (or refused); a source slow to wind down must not hold the command
+        await asyncio.wait({runner}, timeout=STOP_WAIT)
         close = getattr(source, "close", None)
         if close is not None:
             await close()

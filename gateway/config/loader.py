@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, Discriminator, Field, SerializeAsAny, SkipValidation, Tag, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    SkipValidation,
+    Tag,
+    ValidationError,
+    create_model,
+)
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
@@ -55,6 +64,14 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> str:
 
 class GatewayConfig(StrictModel):
     """The whole gateway config. ``sources``/``sinks`` hold the plug-ins' own config subclasses."""
+
+    def empty_problem(self) -> str | None:
+        """Why this config cannot *run* (a config naming only a store still serves ``query``)."""
+        if self.sources or self.simulators:
+            return None
+        return (f"{self.path}: sources: the config names no source, so nothing would be collected; add one "
+                "(configs/example.yaml and each connector's sample.yaml show how), or run `edge-gateway run` "
+                "without -c for the simulated demo line")
 
     site: SiteConfig = Field(
         default_factory=SiteConfig, description="where this gateway sits (ISA-95); used by topic templates"

@@ -415,3 +415,18 @@ def test_schema_has_every_installed_plugin_as_a_discriminated_union() -> None:
     assert {"synthetic"} <= set(installed_kinds(SOURCES_GROUP))
     assert {"sqlite"} <= set(installed_kinds(SINKS_GROUP))
     assert set(schema["properties"]) == set(GatewayConfig.model_fields) - {"path"}
+
+
+def test_an_empty_config_is_refused_with_a_hint(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for text in ("", "sources: {}\nsinks: {local: {type: sqlite}}\n"):
+        path = tmp_path / "empty.yaml"
+        path.write_text(text)
+        for command in ("validate", "run"):
+            out = subprocess.run([sys.executable, "-m", "gateway.cli.main", command, "-c", str(path)],
+                                 capture_output=True, text=True, timeout=30)
+            assert out.returncode == 2, (command, out.stdout, out.stderr)
+            assert out.stderr.startswith(f"{path}: sources: the config names no source") and "without -c" in out.stderr
+            assert "Traceback" not in out.stderr

@@ -11,7 +11,7 @@ from asyncua import ua
 
 from connectors.opcua import adapter
 from connectors.opcua.adapter import OpcUaError, _chunks, _coerce, _parse_nodeid, _plain, write_kind_of
-from connectors.opcua.config import OpcUaSourceConfig
+from connectors.opcua.config import OpcUaSourceConfig, check_node
 from connectors.opcua.pki import Pki, describe
 from connectors.opcua.source import quality_of
 from gateway.config.loader import load_config
@@ -184,3 +184,18 @@ def test_insane_timestamps_are_replaced_flagged_and_logged_once(tmp_path: Path) 
     assert events.count("opcua timestamp outside the sane window; using the receive time") == 2  # a, then b
     assert events.count("opcua timestamps sane again") == 1
     assert dev.timestamps_replaced == 3
+
+
+@pytest.mark.parametrize("node,reason", [
+    ("i=notanumber", "whole number"), ("ns=2;i=-1", "whole number"), ("i=4294967296", "whole number"),
+    ("ns=1;g=not-a-guid", "GUID"), ("ns=1;b=%%%", "base64"),
+])
+def test_node_ids_are_checked_for_what_their_type_needs(node: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_node(node)
+
+
+def test_good_node_ids_pass() -> None:
+    for node in ("i=2258", "ns=2;i=42", "nsu=urn:x;s=A.B", "ns=1;g=72962b91-fa75-4ae6-8d28-b404dc7daf63",
+                 "ns=1;b=T1BDVUE=", "/Objects/2:Line1"):
+        assert check_node(node) == node

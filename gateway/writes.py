@@ -52,6 +52,10 @@ class WriteKind:
     type_name: str = ""
     """The device-side type, for messages (``uint16``, ``Float``, ``coil``)."""
 
+    def fits(self, raw: float) -> bool:
+        """``raw`` lies within the kind's bounds (an unbounded side always fits)."""
+        return (self.lo is None or raw >= self.lo) and (self.hi is None or raw <= self.hi)
+
     def describe(self) -> str:
         what = {
             "bool": "true or false",
@@ -196,7 +200,7 @@ def _number(tag: TagBase, kind: WriteKind, v: int | float) -> int | float:
         raw = float(exact)
         if not math.isfinite(raw):
             raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {_num(exact)}, outside {kind.describe()}")
-    if (kind.lo is not None and raw < kind.lo) or (kind.hi is not None and raw > kind.hi):
+    if not kind.fits(raw):
         raise WriteError(f"tag {tag.name!r}: {shown(v)} gives raw {_num(exact)}, outside {kind.describe()}")
     return raw
 

@@ -17,11 +17,15 @@ import asyncio
 import math
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from connectors.modbus.codec import ORDERS, Order, decode
 from connectors.modbus.config import BIT_TABLES, MAX_BITS, MAX_REGISTERS, SerialSettings, Table
 from gateway.plugins import CommandPlugin
 from gateway.status_codes import status_name
+
+if TYPE_CHECKING:  # the descriptor imports no pymodbus; `run` imports the adapter
+    from connectors.modbus.adapter import ModbusClient
 
 _TABLES: dict[str, Table] = {"holding": "holding", "input": "input", "coil": "coil",
                              "discrete_input": "discrete_input", "di": "discrete_input"}
@@ -244,11 +248,10 @@ def draft_config(args: argparse.Namespace, table: Table, scan: Scan) -> str:
 # --- reading --------------------------------------------------------------------------------------------
 
 
-async def _read_range(client: object, scan: Scan, unit: int, addr: int, n: int) -> None:
+async def _read_range(client: ModbusClient, scan: Scan, unit: int, addr: int, n: int) -> None:
     """Read ``n`` registers (bits) at ``addr`` into ``scan``; an exception is narrowed down to its registers."""
-    from connectors.modbus.adapter import DeviceException, ModbusClient
+    from connectors.modbus.adapter import DeviceException
 
-    assert isinstance(client, ModbusClient)
     try:
         values = await client.read(scan.table, addr, n, unit)
     except DeviceException as exc:

@@ -50,11 +50,14 @@ _TRIGGERS = {
     "status_value_timestamp": ua.DataChangeTrigger.StatusValueTimestamp,
 }
 _NUMERIC_IDS = frozenset(range(2, 12))  # SByte .. Double in the built-in type ids
-_INT_RANGES = {
-    ua.VariantType.SByte: (-(2**7), 2**7 - 1), ua.VariantType.Byte: (0, 2**8 - 1),
-    ua.VariantType.Int16: (-(2**15), 2**15 - 1), ua.VariantType.UInt16: (0, 2**16 - 1),
-    ua.VariantType.Int32: (-(2**31), 2**31 - 1), ua.VariantType.UInt32: (0, 2**32 - 1),
-    ua.VariantType.Int64: (-(2**63), 2**63 - 1), ua.VariantType.UInt64: (0, 2**64 - 1),
+# What each integer type holds, from the shared write rule (one table for the range and the message)
+_INT_KINDS: dict[ua.VariantType, WriteKind] = {
+    vt: int_kind(bits, signed, vt.name) for vt, bits, signed in (
+        (ua.VariantType.SByte, 8, True), (ua.VariantType.Byte, 8, False),
+        (ua.VariantType.Int16, 16, True), (ua.VariantType.UInt16, 16, False),
+        (ua.VariantType.Int32, 32, True), (ua.VariantType.UInt32, 32, False),
+        (ua.VariantType.Int64, 64, True), (ua.VariantType.UInt64, 64, False),
+    )
 }
 
 
@@ -606,20 +609,12 @@ def _first_cert(chain: bytes) -> bytes:
     return chain[:length]
 
 
-_INT_TYPES = {
-    ua.VariantType.SByte: (8, True), ua.VariantType.Byte: (8, False),
-    ua.VariantType.Int16: (16, True), ua.VariantType.UInt16: (16, False),
-    ua.VariantType.Int32: (32, True), ua.VariantType.UInt32: (32, False),
-    ua.VariantType.Int64: (64, True), ua.VariantType.UInt64: (64, False),
-}
-
-
 def write_kind_of(vt: ua.VariantType, array: bool) -> WriteKind:
     """What a node of this variant type accepts, by ``gateway.writes``' rule."""
     if vt == ua.VariantType.Boolean:
         kind = WriteKind("bool", type_name="Boolean")
-    elif vt in _INT_TYPES:
-        kind = int_kind(*_INT_TYPES[vt], vt.name)
+    elif vt in _INT_KINDS:
+        kind = _INT_KINDS[vt]
     elif vt == ua.VariantType.Float:
         kind = WriteKind("float", -FLOAT32_MAX, FLOAT32_MAX, type_name="Float")
     elif vt == ua.VariantType.Double:
@@ -644,13 +639,13 @@ def _coerce(value: Any, vt: ua.VariantType) -> Any:
             if type(value) is not bool:
                 raise ValueError("expected true or false")
             return value
-        if vt in _INT_RANGES:
+        if vt in _INT_KINDS:
             if type(value) is bool or not isinstance(value, int | float) or \
                     (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected a whole number")
-            lo, hi = _INT_RANGES[vt]
-            if not lo <= value <= hi:
-                raise ValueError(f"outside {vt.name} [{lo}, {hi}]")
+            kind = _INT_KINDS[vt]
+            if not kind.fits(value):
+                raise ValueError(f"outside {vt.name} [{kind.lo}, {kind.hi}]")
             return int(value)
         if vt in (ua.VariantType.Float, ua.VariantType.Double):
             if type(value) is bool or not isinstance(value, int | float) or not math.isfinite(value):

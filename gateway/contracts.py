@@ -59,3 +59,15 @@ class Sink(Protocol):
     async def write(self, batches: Sequence[Batch]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class HealthReporting(Protocol):
+    """Optional for sources and sinks: what is wrong right now, as short public reasons.
+
+    Each reason is a few words an operator can act on ("reconnect loop: 9 connects in 5 min",
+    "login refused by the broker"); never a host, a credential or a count of data. An empty list means
+    nothing to report. ``/health`` shows these without authentication.
+    """
+
+    def health_problems(self) -> list[str]: ...

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from gateway.backoff import Backoff
-from gateway.contracts import Sink
+from gateway.contracts import HealthReporting, Sink
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
@@ -162,6 +162,12 @@ class DeliveryLoop:
                 self.backoff.reset()
                 self.log.info("sink delivering again")
             return
+
+    def health_problems(self) -> list[str]:
+        """Short public reasons why this sink is unhealthy now: the sink's own (a reconnect loop, a
+        refused login) when it reports them."""
+        sink = self.sink
+        return list(sink.health_problems()) if isinstance(sink, HealthReporting) else []
 
     @property
     def failing(self) -> bool:

@@ -685,6 +685,8 @@ class Spool:
         self._batches = self._samples = self._bytes = 0
         self._dropped = dict.fromkeys(_DROP_REASONS, 0)
         self._last_drop_log = 0.0
+        self.last_drop_mono: float | None = None
+        """Monotonic time of the last drop some sink missed (None: none in this run)."""
         # Tail of committed batches: parallel lists from _tail_off on; every committed row > _floor is in it.
         self._tail_seq: list[int] = []
         self._tail: list[SpooledBatch] = []
@@ -945,6 +947,7 @@ class Spool:
         child.inc(n)
 
     def _count_drop(self, reason: str, n: int) -> None:
+        self.last_drop_mono = time.monotonic()
         self._dropped[reason] += n
         self._m_drop[reason].inc(n)
 

@@ -32,6 +32,10 @@ class SinkState:
     last_delivery: float | None  # wall time, s
     failing: bool
     last_error: str | None
+    dropped: int = 0
+    """Samples this sink will never get (spool overflow, age, disk full), kept across reloads."""
+    problems: tuple[str, ...] = ()
+    """Short public reasons why the sink is unhealthy now (see ``HealthReporting``)."""
 
 
 def iso(ns: int) -> str:

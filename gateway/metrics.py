@@ -85,6 +85,10 @@ class Metrics:
             f"{NS}_spool_dropped_samples", "Samples dropped by the spool before every sink had them",
             ["reason"], registry=r,
         )
+        self.sink_dropped = Counter(
+            f"{NS}_sink_dropped_samples", "Samples a sink will never get: the spool dropped or skipped them"
+            " before the sink delivered them", ["sink", "reason"], registry=r,
+        )
         self.spool_bytes = Gauge(f"{NS}_spool_bytes", "Payload bytes held by the spool", registry=r)
         self.spool_batches = Gauge(f"{NS}_spool_batches", "Batches held by the spool", registry=r)
         self.spool_commit_seconds = Histogram(

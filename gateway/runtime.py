@@ -67,6 +67,7 @@ class Runtime:
         self.pipelines: dict[str, SourcePipeline] = {}
         self.sinks: dict[str, Sink] = {}
         self.deliveries: dict[str, DeliveryLoop] = {}
+        self._delivered_before: dict[str, int] = {}  # by delivery loops a hot reload replaced
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.board = StatusBoard(self._configured_devices, self.sink_states, self.live, self.metrics,
                                  device_grace=config.http.device_grace)
@@ -148,8 +149,10 @@ class Runtime:
             if self.http is not None:
                 await self.http.stop()
             await self.spool.close()
-            self.log.info("gateway stopped", samples_in=sum(p.samples_in for p in self.pipelines.values()),
-                          delivered={n: d.delivered for n, d in self.deliveries.items()})
+            states = self.sink_states()
+            self.log.info("gateway stopped", samples_in=self.totals()[0],
+                          sinks={s.name: {"delivered": s.delivered, "pending": s.pending, "dropped": s.dropped}
+                                 for s in states})
 
     async def _stop_tasks(self, tasks: list[asyncio.Task[None]], *, cancel: bool = True) -> None:
         """Cancel (or, with ``cancel=False``, first let finish) ``tasks`` within a quarter of the budget."""
@@ -192,16 +195,19 @@ class Runtime:
         return out
 
     def sink_states(self) -> list[SinkState]:
+        """Every configured sink; counts are since start, across hot reloads."""
         out = []
+        dropped = self.spool.dropped_by_sink()
         for name, d in self.deliveries.items():
             r = d.reader
             kcfg = self.config.sinks[name]
             out.append(SinkState(
-                name=name, type=kcfg.type, delivered=d.delivered,
+                name=name, type=kcfg.type, delivered=self._delivered_before.get(name, 0) + d.delivered,
                 pending=r.pending_samples() if r else 0,
                 oldest_pending_age=r.oldest_pending_age() if r else 0.0,
                 max_pending_age=kcfg.max_pending_age,
                 last_delivery=d.last_delivery_wall, failing=d.failing, last_error=d.last_error,
+                dropped=sum(dropped.get(name, {}).values()), problems=tuple(d.health_problems()),
             ))
         return out
 
@@ -217,7 +223,7 @@ class Runtime:
     async def _housekeeping(self) -> None:
         """Each second: backlog gauges and sparkline points; every minute a one-line summary."""
         next_summary = time.monotonic() + SUMMARY_EVERY
-        last_in = 0
+        last_in = self.totals()[0]
         prev_in, prev_t = self.totals(), time.monotonic()
         while True:
             await asyncio.sleep(1.0)
@@ -232,10 +238,11 @@ class Runtime:
             self.live.sample_history()
             now = time.monotonic()
             if now >= next_summary:
-                total_in = sum(p.samples_in for p in self.pipelines.values())
+                total_in = now_in
                 self.log.info(
-                    "summary", samples_per_s=round((total_in - last_in) / SUMMARY_EVERY, 1),
-                    sinks={s.name: {"delivered": s.delivered, "pending": s.pending} for s in states},
+                    "summary", samples_per_s=round((total_in - last_in) / SUMMARY_EVERY, 1), samples_in=total_in,
+                    sinks={s.name: {"delivered": s.delivered, "pending": s.pending, "dropped": s.dropped}
+                           for s in states},
                 )
                 last_in = total_in
                 next_summary = now + SUMMARY_EVERY
@@ -283,7 +290,9 @@ class Runtime:
             for name in sink_changes.removed | sink_changes.changed:
                 await self._stop_component(f"sink:{name}")
                 self.sinks.pop(name, None)
-                self.deliveries.pop(name, None)
+                stopped = self.deliveries.pop(name, None)
+                if stopped is not None:  # its count carries on in the one that replaces it
+                    self._delivered_before[name] = self._delivered_before.get(name, 0) + stopped.delivered
                 if name in sink_changes.removed:
                     await self._release_sink(name)
             for name in sorted(sink_changes.added | sink_changes.changed):

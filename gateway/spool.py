@@ -71,6 +71,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -88,6 +89,7 @@ _AGE_SAMPLES: Final = 256  # rows sampled at open to date what a previous run le
 _CHECKPOINT_SPLIT: Final = 2048  # age checkpoints per max_age within a run
 _DEAD_LETTER_SHARE: Final = 0.1  # dead letters may hold this share of max_size (at least 1 MiB)
 _DROP_REASONS: Final = ("overflow", "age", "disk_full", "corrupt", "invalid")
+_lo: Final = itemgetter(0)
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)",
@@ -96,12 +98,19 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS cursors(sink TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dead_letters(id INTEGER PRIMARY KEY, sink TEXT NOT NULL, seq INTEGER NOT NULL,"
     " source TEXT NOT NULL, error TEXT NOT NULL, created_ns INTEGER NOT NULL, payload BLOB NOT NULL)",
+    # drop_newest: seq ranges a full sink skipped (it will never be offered them); additive, so schema 1 still
+    "CREATE TABLE IF NOT EXISTS gaps(sink TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,"
+    " PRIMARY KEY(sink, lo))",
 )
 
 _Row = tuple[int, str, list[Sample], float]
 """A queued batch: seq, source, samples, monotonic time of the append."""
 _Dropped = tuple[int, str, int, str]
 """A batch some reader may have wanted, deleted or refused: seq, source, samples, reason."""
+_Gaps = list[list[int]]
+"""Ascending, disjoint [lo, hi] seq ranges (inclusive) one sink skipped; mutated in place."""
+_View = tuple[str, Callable[[str], bool], float]
+"""drop_newest: a registered sink as the writer sees it: name, source match, estimated backlog bytes."""
 _T = TypeVar("_T")
 
 
@@ -133,11 +142,15 @@ class _Job:
     last_seq: int
     cursors: dict[str, int]
     dead: list[tuple[str, int, str, str, list[Sample]]]
-    counts: list[tuple[int, int]]  # (after, upto]: per-source samples for readers that just registered
+    counts: list[tuple[int, int, list[tuple[int, int]]]]  # (after, upto] minus gaps: for readers just registered
     gc_upto: int  # every holding cursor is past this: delete without counting
     age_upto: int  # rows up to here are older than max_age
     min_acked: int  # rows at or below were wanted by no reader: deletions need no per-row detail
     created_ns: int
+    views: list[_View] = field(default_factory=list)  # drop_newest with max_size: registered sinks
+    held: list[str] = field(default_factory=list)  # drop_newest with max_size: stored cursors not registered
+    gaps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # sinks whose gaps changed
+    gap_deletes: list[tuple[int, int]] = field(default_factory=list)  # ranges no holder wants
 
 
 @dataclass(slots=True)
@@ -145,6 +158,7 @@ class _Result:
     stored: list[_Row] = field(default_factory=list)
     refused: list[_Dropped] = field(default_factory=list)
     dropped: list[_Dropped] = field(default_factory=list)
+    skips: dict[int, tuple[str, ...]] = field(default_factory=dict)  # stored seq -> full sinks that skip it
     deleted_upto: int = 0
     counts: list[dict[str, int]] = field(default_factory=list)
     batches: int = 0
@@ -163,6 +177,7 @@ class _OpenInfo:
     samples: int
     bytes: int
     dated: list[tuple[int, int]]  # (seq, created_ns) of sampled rows, ascending
+    gaps: dict[str, _Gaps]
 
 
 @dataclass(slots=True)
@@ -240,10 +255,13 @@ class _Store:
             "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(payload)), 0), min(seq), max(seq)"
             " FROM batches").fetchone()
         cursors = dict(conn.execute("SELECT sink, seq FROM cursors").fetchall())
+        gaps: dict[str, _Gaps] = {}
+        for sink, g_lo, g_hi in conn.execute("SELECT sink, lo, hi FROM gaps ORDER BY sink, lo"):
+            gaps.setdefault(sink, []).append([g_lo, g_hi])
         self.last_seq = max(int(meta.get("last_seq", 0)), hi or 0, *cursors.values(), 0)
         self.batches, self.samples, self.bytes = batches, samples, nbytes
         return _OpenInfo(self.last_seq, lo if lo is not None else self.last_seq + 1, cursors,
-                         batches, samples, nbytes, self._date_rows(lo, hi))
+                         batches, samples, nbytes, self._date_rows(lo, hi), gaps)
 
     def _date_rows(self, lo: int | None, hi: int | None) -> list[tuple[int, int]]:
         """Sample up to _AGE_SAMPLES rows by seq (point look-ups, no scan) to date what is stored."""
@@ -277,8 +295,10 @@ class _Store:
 
     # -- reading -------------------------------------------------------------------------------------
 
-    def read(self, after: int, upto: int, match: Callable[[str], bool], max_samples: int) -> _ReadResult:
-        """Matching batches in (after, upto], at most max_samples samples (always at least one batch)."""
+    def read(self, after: int, upto: int, match: Callable[[str], bool], max_samples: int,
+             gaps: Sequence[tuple[int, int]] = ()) -> _ReadResult:
+        """Matching batches in (after, upto] outside ``gaps``, at most max_samples samples (always at least
+        one batch)."""
         conn = self.conn
         chosen: list[tuple[int, str, int]] = []
         total = 0
@@ -288,7 +308,7 @@ class _Store:
                            (after, upto))
         try:
             for steps, (seq, source, n) in enumerate(cur, 1):
-                if match(source):
+                if match(source) and not (gaps and _in_gaps(gaps, seq)):
                     if chosen and total + n > max_samples:
                         break
                     chosen.append((seq, source, n))
@@ -379,9 +399,14 @@ class _Store:
         batches, samples, nbytes = self.batches, self.samples, self.bytes  # applied only after COMMIT
         conn.execute("BEGIN IMMEDIATE")
         # Counts first: rows this job inserts reach the new readers through the writer's per-commit path.
-        res.counts = [dict(conn.execute(
-            "SELECT source, sum(n) FROM batches WHERE seq > ? AND seq <= ? GROUP BY source", span).fetchall())
-            for span in job.counts]
+        res.counts = [self._count(after, upto, gaps) for after, upto, gaps in job.counts]
+        for lo, hi in job.gap_deletes:  # skipped by every full sink, acked by every other: nobody's data
+            d_b, d_s, d_bytes = conn.execute(
+                "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(payload)), 0) FROM batches"
+                " WHERE seq >= ? AND seq <= ?", (lo, hi)).fetchone()
+            if d_b:
+                conn.execute("DELETE FROM batches WHERE seq >= ? AND seq <= ?", (lo, hi))
+                batches, samples, nbytes = batches - d_b, samples - d_s, nbytes - d_bytes
         upto = 0
         # GC: every holding cursor is past gc_upto, so no detail; age: detail where a cursor is behind.
         for limit, detail_after in ((job.gc_upto, job.gc_upto), (job.age_upto, job.min_acked)):
@@ -394,13 +419,7 @@ class _Store:
         if max_size <= 0:
             accepted = encoded
         elif self.config.overflow == "drop_newest":
-            room = max_size - nbytes
-            for row, payload in encoded:
-                if len(payload) <= room:
-                    accepted.append((row, payload))
-                    room -= len(payload)
-                else:
-                    res.refused.append((row[0], row[1], len(row[2]), "overflow"))
+            accepted = self._accept_per_sink(job, encoded, nbytes, max_size, res)
         else:
             accepted = list(encoded)
             new_bytes = sum(len(p) for _, p in accepted)
@@ -428,6 +447,9 @@ class _Store:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)", (job.last_seq,))
         if job.dead:
             self._insert_dead_letters(job)
+        for sink, ranges in job.gaps.items():
+            conn.execute("DELETE FROM gaps WHERE sink = ?", (sink,))
+            conn.executemany("INSERT INTO gaps(sink, lo, hi) VALUES (?, ?, ?)", [(sink, lo, hi) for lo, hi in ranges])
         conn.execute("COMMIT")
         self.batches, self.samples, self.bytes = batches, samples, nbytes
         self.last_seq = max(self.last_seq, job.last_seq)
@@ -436,6 +458,60 @@ class _Store:
         res.batches, res.samples, res.bytes = batches, samples, nbytes
         res.commit_seconds.append(time.perf_counter() - t0)
         return res
+
+    def _count(self, after: int, upto: int, gaps: list[tuple[int, int]]) -> dict[str, int]:
+        """Stored samples per source in (after, upto], leaving out a sink's ``gaps``."""
+        out: dict[str, int] = {}
+        for lo, hi in _outside(after + 1, upto, gaps):
+            for source, n in self.conn.execute(
+                    "SELECT source, sum(n) FROM batches WHERE seq >= ? AND seq <= ? GROUP BY source", (lo, hi)):
+                out[source] = out.get(source, 0) + n
+        return out
+
+    def _accept_per_sink(self, job: _Job, encoded: list[tuple[_Row, bytes]], nbytes: int, max_size: int,
+                         res: _Result) -> list[tuple[_Row, bytes]]:
+        """drop_newest: ``max_size`` bounds each sink's backlog. A batch is kept while some sink that wants
+        it has room; sinks that are full skip it. Refused only when every sink that wants it is full (or,
+        with no sink at all, when the spool is).
+
+        Backlogs are estimated from each sink's pending samples at the spool's mean size per sample;
+        a stored cursor not registered yet counts the whole spool as its backlog.
+        """
+        accepted: list[tuple[_Row, bytes]] = []
+        backlog = {sink: est for sink, _, est in job.views}
+        held_backlog = float(nbytes)
+        room = max_size - nbytes
+        for row, payload in encoded:
+            size = len(payload)
+            source = row[1]
+            keep = False
+            wanted = False
+            skip: list[str] = []
+            for sink, match, _ in job.views:
+                if match(source):
+                    wanted = True
+                    if backlog[sink] + size > max_size:
+                        skip.append(sink)
+                    else:
+                        backlog[sink] += size
+                        keep = True
+            for sink in job.held:
+                wanted = True
+                if held_backlog + size > max_size:
+                    skip.append(sink)
+                else:
+                    keep = True
+            if not wanted:
+                keep = size <= room  # no sink yet: a sink registered later gets this run's data
+            if keep:
+                accepted.append((row, payload))
+                room -= size
+                held_backlog += size
+                if skip:
+                    res.skips[row[0]] = tuple(skip)
+            else:
+                res.refused.append((row[0], row[1], len(row[2]), "overflow"))
+        return accepted
 
     def _delete_upto(self, upto: int, detail_after: int, reason: str,
                      dropped: list[_Dropped]) -> tuple[int, int, int]:
@@ -524,6 +600,43 @@ class _Store:
                     break
 
 
+def _in_gaps(gaps: Sequence[Sequence[int]], seq: int) -> bool:
+    i = bisect_right(gaps, seq, key=_lo) - 1
+    return i >= 0 and seq <= gaps[i][1]
+
+
+def _outside(lo: int, hi: int, gaps: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """[lo, hi] minus ``gaps``, as inclusive ranges."""
+    out: list[tuple[int, int]] = []
+    at = lo
+    for g_lo, g_hi in gaps:
+        if g_hi < at:
+            continue
+        if g_lo > hi:
+            break
+        if g_lo > at:
+            out.append((at, g_lo - 1))
+        at = g_hi + 1
+    if at <= hi:
+        out.append((at, hi))
+    return out
+
+
+def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Intersection of two ascending lists of disjoint inclusive ranges."""
+    out: list[tuple[int, int]] = []
+    i = j = 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo <= hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
 def _is_damaged(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
@@ -556,6 +669,8 @@ class SpoolReader:
         self._phase = 1 if counting else 0
         self._count_upto = spool._committed if counting else 0
         self._epoch = 0  # bumped by rewind: a disk read that straddles it is discarded
+        self._gaps = spool._gaps.setdefault(sink, [])  # seqs skipped while this sink was full (drop_newest)
+        self._kept = spool._committed  # no row kept for this sink after here (a new gap may extend the last)
         self._event = asyncio.Event()
         self._registered = True
 
@@ -597,9 +712,10 @@ class SpoolReader:
     async def _read_disk(self, max_samples: int) -> list[SpooledBatch]:
         spool = self._spool
         epoch, start = self._epoch, self._pos
-        res = await spool._on_thread(spool._store.read, start, spool._floor, self._match, max(1, max_samples))
+        gaps = [(lo, hi) for lo, hi in self._gaps]
+        res = await spool._on_thread(spool._store.read, start, spool._floor, self._match, max(1, max_samples), gaps)
         if res.damaged:
-            spool._damaged(res.damaged)
+            spool._damaged(res.damaged, self.sink)
         if epoch != self._epoch or not self._registered:
             return []  # rewound (or dropped) meanwhile: look again from the new position
         pos = self._pos  # deletions meanwhile may have moved it forward
@@ -702,6 +818,16 @@ class Spool:
         self._cursors: dict[str, int] = {}  # last known cursor of every sink (stored or acked)
         self._held: dict[str, int] = {}  # stored cursors of sinks not registered in this run yet
         self._counting: list[SpoolReader] = []  # readers whose initial count the running job computes
+        # drop_newest: what each full sink skipped, persisted with the next commit when it changed.
+        self._gaps: dict[str, _Gaps] = {}
+        self._gaps_dirty: set[str] = set()
+        self._moves = self._moves_collected = 0  # acks: gap ranges are worth collecting again after one
+        self._held_kept: dict[str, int] = {}
+        # What each sink will never get, by reason (this run; kept across hot reloads), and the part of
+        # it not logged yet: the log's figures add up to the metric's.
+        self._sink_dropped: dict[str, dict[str, int]] = {}
+        self._m_sink_drop: dict[tuple[str, str], Any] = {}
+        self._drop_log: dict[str, dict[str, int]] = {}
         # Metrics children, resolved once.
         self._m_drop = {r: metrics.spool_dropped.labels(r) for r in _DROP_REASONS}
         self._m_err: dict[str, Any] = {}
@@ -726,6 +852,8 @@ class Spool:
         self._batches, self._samples, self._bytes = info.batches, info.samples, info.bytes
         self._cursors = dict(info.cursors)
         self._held = dict(info.cursors)
+        self._gaps = info.gaps
+        self._held_kept = dict.fromkeys(info.cursors, info.last_seq)
         self._date_previous_run(info.dated)
         self._last_gc = time.monotonic()
         self._room.set()
@@ -773,6 +901,7 @@ class Spool:
                     fut.set_exception(SpoolClosedError("spool closed before the commit"))
             self._waiters.clear()
             self._room.set()
+            self._log_drops(force=True)
             self._close_done.set_result(None)
             self.log.info("spool closed", batches=self._batches, last_seq=self._committed)
 
@@ -874,12 +1003,17 @@ class Spool:
         self.unregister(sink)
         cursor = self._cursors.pop(sink, None)
         self._dirty.pop(sink, None)
+        gaps = [(lo, hi) for lo, hi in self._gaps.pop(sink, [])]
+        self._gaps_dirty.discard(sink)
+        self._held_kept.pop(sink, None)
         if cursor is None:
             return 0
 
         def forget(conn: sqlite3.Connection) -> int:
-            pending = conn.execute("SELECT coalesce(sum(n), 0) FROM batches WHERE seq > ?", (cursor,)).fetchone()[0]
+            pending = sum(conn.execute("SELECT coalesce(sum(n), 0) FROM batches WHERE seq >= ? AND seq <= ?",
+                                       span).fetchone()[0] for span in _outside(cursor + 1, 1 << 62, gaps))
             conn.execute("DELETE FROM cursors WHERE sink = ?", (sink,))  # autocommit: outside any batch
+            conn.execute("DELETE FROM gaps WHERE sink = ?", (sink,))
             return int(pending)
 
         pending = await self._call(forget)
@@ -887,6 +1021,7 @@ class Spool:
         return pending
 
     def _cursor_moved(self, sink: str, seq: int) -> None:
+        self._moves += 1
         self._cursors[sink] = seq
         self._dirty[sink] = seq
         self._request()
@@ -900,9 +1035,10 @@ class Spool:
         pos = r._pos
         match = r._match
         inflight = r._inflight
+        gaps = r._gaps
         while i < end:
             b = tail[i]
-            if match(b.source):
+            if match(b.source) and not (gaps and _in_gaps(gaps, seqs[i])):
                 n = len(b.samples)
                 if out and total + n > max_samples:
                     break
@@ -947,14 +1083,44 @@ class Spool:
         child.inc(n)
 
     def _count_drop(self, reason: str, n: int) -> None:
+        """Samples at least one sink missed (counted once, however many sinks missed them)."""
         self.last_drop_mono = time.monotonic()
         self._dropped[reason] += n
         self._m_drop[reason].inc(n)
 
-    def _damaged(self, rows: list[tuple[int, str, int]]) -> None:
+    def _sink_drop(self, sink: str, reason: str, n: int) -> None:
+        """Samples ``sink`` will never get."""
+        per = self._sink_dropped.setdefault(sink, {})
+        per[reason] = per.get(reason, 0) + n
+        log = self._drop_log.setdefault(sink, {})
+        log[reason] = log.get(reason, 0) + n
+        child = self._m_sink_drop.get((sink, reason))
+        if child is None:
+            child = self._m_sink_drop[(sink, reason)] = self.metrics.sink_dropped.labels(sink, reason)
+        child.inc(n)
+
+    def _skip(self, sink: str, seq: int, n: int, kept: int) -> None:
+        """drop_newest: the full ``sink`` skips the stored row ``seq``; extend its last gap when no row
+        was kept for it since."""
+        gaps = self._gaps.setdefault(sink, [])
+        if gaps and gaps[-1][1] >= kept:
+            gaps[-1][1] = seq
+        else:
+            gaps.append([seq, seq])
+        self._gaps_dirty.add(sink)
+        self._sink_drop(sink, "overflow", n)
+
+    def dropped_by_sink(self) -> dict[str, dict[str, int]]:
+        """Samples each sink will never get in this run, by reason (kept across hot reloads)."""
+        return {sink: dict(per) for sink, per in self._sink_dropped.items()}
+
+    def _damaged(self, rows: list[tuple[int, str, int]], sink: str) -> None:
         self._error("corrupt", len(rows))
-        self.log.error("damaged spool rows skipped", seqs=[r[0] for r in rows])
-        self._count_drop("corrupt", sum(r[2] for r in rows))
+        self.log.error("damaged spool rows skipped", seqs=[r[0] for r in rows], sink=sink)
+        n = sum(r[2] for r in rows)
+        self._count_drop("corrupt", n)
+        self._sink_drop(sink, "corrupt", n)
+        self._log_drops()
 
     def _set_gauges(self) -> None:
         self.metrics.spool_bytes.set(self._bytes)
@@ -984,7 +1150,9 @@ class Spool:
         return min(floors) if floors else 0
 
     def _gc_due(self, now: float) -> bool:
-        return self._gc_floor() > self._deleted_upto and (now - self._last_gc >= self.gc_interval or self._closing)
+        collectable = self._gc_floor() > self._deleted_upto or (
+            self._moves != self._moves_collected and any(self._gaps.values()))
+        return collectable and (now - self._last_gc >= self.gc_interval or self._closing)
 
     def _age_cutoff(self, now: float) -> int:
         if self._max_age <= 0 or not self._cp_mono:
@@ -1050,21 +1218,60 @@ class Spool:
         counts = []
         for r in count_readers:
             r._phase = 2
-            counts.append((r._acked, r._count_upto))
+            counts.append((r._acked, r._count_upto, [(lo, hi) for lo, hi in r._gaps]))
         self._counting = count_readers
         floor = self._gc_floor()
         gc_upto = 0
+        gap_deletes: list[tuple[int, int]] = []
         if self._gc_due(now):
-            gc_upto = floor
+            self._moves_collected = self._moves
+            gc_upto = floor if floor > self._deleted_upto else 0
+            gap_deletes = self._prune_gaps(floor)
             self._last_gc = now
         age_upto = self._age_cutoff(now)
         self._work_since = None
         self._urgent.clear()
-        return _Job(
+        job = _Job(
             gen=self._gen, rows=rows, last_seq=self._next_seq - 1, cursors=cursors, dead=dead, counts=counts,
             gc_upto=gc_upto, age_upto=age_upto if age_upto > self._deleted_upto else 0,
             min_acked=floor if (self._readers or self._held) else self._next_seq, created_ns=time.time_ns(),
+            gap_deletes=gap_deletes,
         )
+        if self.config.overflow == "drop_newest" and int(self.config.max_size) > 0:
+            per_sample = self._bytes / self._samples if self._samples else 0.0
+            job.views = [(r.sink, r._match, r.pending_samples() * per_sample) for r in self._readers.values()]
+            job.held = list(self._held)
+        if self._gaps_dirty:
+            job.gaps = {sink: [(lo, hi) for lo, hi in self._gaps.get(sink, [])] for sink in self._gaps_dirty}
+            self._gaps_dirty = set()
+        return job
+
+    def _prune_gaps(self, floor: int) -> list[tuple[int, int]]:
+        """Forget gaps every holder is past; return the seq ranges above ``floor`` that no holder wants
+        (each full sink skipped them and every other sink acked them), for the writer to delete."""
+        holders = [(r.sink, r._acked) for r in self._readers.values()] + list(self._held.items())
+        if not any(self._gaps.get(sink) for sink, _ in holders):
+            return []
+        for sink, acked in holders:
+            gaps = self._gaps.get(sink)
+            if gaps and gaps[0][1] <= acked:
+                k = 0
+                while k < len(gaps) and gaps[k][1] <= acked:
+                    k += 1
+                del gaps[:k]  # in place: the reader holds this very list
+                self._gaps_dirty.add(sink)
+        free = [(floor + 1, self._committed)]
+        for sink, acked in holders:
+            unwanted: list[tuple[int, int]] = [(0, acked)]
+            for lo, hi in self._gaps.get(sink, ()):
+                if lo <= unwanted[-1][1] + 1:
+                    unwanted[-1] = (unwanted[-1][0], max(unwanted[-1][1], hi))
+                else:
+                    unwanted.append((lo, hi))
+            free = _intersect(free, unwanted)
+            if not free:
+                break
+        return free
 
     def _restore(self, job: _Job) -> None:
         self._pending[:0] = job.rows
@@ -1072,6 +1279,7 @@ class Spool:
         for sink, seq in job.cursors.items():
             self._dirty.setdefault(sink, seq)  # a newer ack queued meanwhile wins
         self._dead[:0] = job.dead
+        self._gaps_dirty.update(job.gaps)
         for r in self._counting:
             if r._phase == 2:
                 r._phase = 1
@@ -1094,26 +1302,49 @@ class Spool:
         prev = self._committed
         tail_seq, tail, tail_mono = self._tail_seq, self._tail, self._tail_mono
         stored_samples = 0
+        skips = res.skips
+        held = self._held
         for seq, source, samples, mono in res.stored:
             n = len(samples)
             stored_samples += n
             tail_seq.append(seq)
             tail.append(SpooledBatch(seq, source, samples))
             tail_mono.append(mono)
+            skip = skips.get(seq) if skips else None
             for r in readers:
-                if r._match(source):
+                if r._match(source) and not (skip and r.sink in skip):
                     if seq > r._acked:
                         r._pending += n
+                    r._kept = seq
                     woken.add(r)
-                elif r._pos >= prev and r._acked >= r._last_out:
-                    r._pos = r._acked = seq  # idle at the head and not interested: step over it
+                else:
+                    if skip and r.sink in skip:
+                        self._skip(r.sink, seq, n, r._kept)
+                    if r._pos >= prev and r._acked >= r._last_out:
+                        r._pos = r._acked = seq  # idle at the head and not interested: step over it
+            if held:
+                for sink in held:
+                    if skip and sink in skip:
+                        self._skip(sink, seq, n, self._held_kept.get(sink, 0))
+                    else:
+                        self._held_kept[sink] = seq
+            if skip:
+                self._count_drop("overflow", n)
             prev = seq
         if res.stored:
             self._committed = prev
             self.metrics.spool_appended.inc(stored_samples)
             self._checkpoint(prev, res.stored[-1][3])
         for _, source, n, reason in res.refused:
-            if any(r._match(source) for r in readers) or self._held:
+            missed = False
+            for r in readers:
+                if r._match(source):
+                    missed = True
+                    self._sink_drop(r.sink, reason, n)
+            for sink in held:
+                missed = True
+                self._sink_drop(sink, reason, n)
+            if missed:
                 self._count_drop(reason, n)
         self._trim_tail()
         self._batches, self._samples, self._bytes = res.batches, res.samples, res.bytes
@@ -1122,8 +1353,10 @@ class Spool:
             self.metrics.spool_commit_seconds.observe(seconds)
         for kind, count in res.errors.items():
             self._error(kind, count)
-        if res.refused or res.dropped:
-            self._log_drops(res)
+        if self._gaps_dirty:
+            self._request()  # persist what the full sinks skipped
+        if self._drop_log:
+            self._log_drops()
         self._done_gen = job.gen
         if self._waiters:
             still = []
@@ -1142,12 +1375,18 @@ class Spool:
 
     def _deleted(self, upto: int, dropped: list[_Dropped], readers: list[SpoolReader]) -> None:
         """Rows up to ``upto`` are gone: count what some cursor still wanted, move cursors past them."""
+        gaps = self._gaps
         for seq, source, n, reason in dropped:
-            missed = any(seq > c for c in self._held.values())
+            missed = False
+            for sink, c in self._held.items():
+                if seq > c and not (gaps.get(sink) and _in_gaps(gaps[sink], seq)):
+                    missed = True
+                    self._sink_drop(sink, reason, n)
             for r in readers:
-                if seq > r._acked and r._match(source):
+                if seq > r._acked and r._match(source) and not (r._gaps and _in_gaps(r._gaps, seq)):
                     missed = True
                     r._forget(seq, n)
+                    self._sink_drop(r.sink, reason, n)
             if missed:
                 self._count_drop(reason, n)
         for r in readers:
@@ -1197,13 +1436,13 @@ class Spool:
             del self._tail_mono[:off]
             self._tail_off = 0
 
-    def _log_drops(self, res: _Result) -> None:
+    def _log_drops(self, *, force: bool = False) -> None:
+        """At most one line per 10 s: what each sink lost since the previous line, and its totals (the
+        figures of ``edgegw_sink_dropped_samples_total``); the rest is logged at close."""
         now = time.monotonic()
-        if now - self._last_drop_log < 10.0:
+        if not self._drop_log or (not force and now - self._last_drop_log < 10.0):
             return
         self._last_drop_log = now
-        reasons: dict[str, int] = {}
-        for _, _, n, reason in (*res.refused, *res.dropped):
-            reasons[reason] = reasons.get(reason, 0) + n
-        self.log.warning("spool dropped data", samples=reasons, policy=self.config.overflow,
-                         dropped_total=dict(self._dropped))
+        since, self._drop_log = self._drop_log, {}
+        self.log.warning("spool dropped data", samples=since, policy=self.config.overflow,
+                         total=self.dropped_by_sink())

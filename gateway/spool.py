@@ -707,6 +707,7 @@ class SpoolReader:
                 return out
             if self._acked >= self._last_out and self._pos > self._acked:
                 self._acked = self._pos  # nothing in flight and nothing wanted up to here: step over it
+                spool._wake.set()  # which may let garbage collection go further
             await self._event.wait()
 
     async def _read_disk(self, max_samples: int) -> list[SpooledBatch]:

@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterable
 
 from gateway.config.base import SourceConfigBase, TagBase
 from gateway.model import Batch, Quality, Sample, Value
+from gateway.samples import reading, with_value
 
 TagFn = Callable[[Sample, float], Sample | None]
 """``fn(sample, monotonic_now)``: the processed sample, ``sample`` itself when untouched, None if filtered."""
 
 _BAD = Quality.BAD
-_new = tuple.__new__  # builds a Sample without NamedTuple.__new__'s Python-level call: ~1.5x faster
 
 
 def _transform_fn(scale: float, offset: float, lo: float | None, hi: float | None) -> TagFn:
@@ -49,9 +49,9 @@ def _transform_fn(scale: float, offset: float, lo: float | None, hi: float | Non
             tv = type(v)
             if (tv is float or tv is int) and s[3] != _BAD:
                 if v < lo:  # type: ignore[operator]  # int/float checked above
-                    return _new(Sample, (s[0], s[1], lo, *s[3:]))
+                    return with_value(s, lo)
                 if v > hi:  # type: ignore[operator]
-                    return _new(Sample, (s[0], s[1], hi, *s[3:]))
+                    return with_value(s, hi)
             return s
 
         return clamp_only
@@ -65,7 +65,7 @@ def _transform_fn(scale: float, offset: float, lo: float | None, hi: float | Non
                 v = lo
             elif v > hi:
                 v = hi
-            return _new(Sample, (d, t, v, q, st, sts, gts, u, srv))
+            return reading(d, t, v, q, st, sts, gts, u, srv)
         return s
 
     return scaled
@@ -125,7 +125,7 @@ def _filter_fn(
         last_q = q
         last_t = now
         # the new Sample is built only once the value is known to be reported
-        return s if v is raw else _new(Sample, (s[0], s[1], v, *s[3:]))
+        return s if v is raw else with_value(s, v)
 
     return filtered
 

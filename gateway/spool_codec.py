@@ -20,20 +20,18 @@ from __future__ import annotations
 import marshal
 import numbers
 from collections.abc import Sequence
-from functools import partial
 from itertools import repeat
 from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.model import Quality, Sample
+from gateway.samples import from_fields
 
 CODEC = "marshal-columns-1"
 _MARSHAL_VERSION = 4
 _QUALITY = tuple(Quality)  # index == value: bytes iterate as ints, so decoding is one tuple lookup
 _PLAIN = (float, int, bool, str, type(None))
 _BASE_COLUMNS = 8  # columns every payload has; server_ts follows only when some sample carries one
-# tuple.__new__ through partial stays in C; Sample._make is a Python-level call per sample.
-_make_sample = partial(tuple.__new__, Sample)
 
 
 class EncodeError(GatewayError):
@@ -62,7 +60,7 @@ def decode(payload: bytes, n: int) -> list[Sample]:
         cols = marshal.loads(payload)
         device, tag, value, quality, status, source_ts, gateway_ts, unit = cols[:_BASE_COLUMNS]
         server_ts = cols[_BASE_COLUMNS] if len(cols) > _BASE_COLUMNS else repeat(0, len(device))
-        samples = list(map(_make_sample, zip(
+        samples = list(map(from_fields, zip(
             device, tag, value, map(_QUALITY.__getitem__, quality), status, source_ts, gateway_ts, unit,
             server_ts, strict=True,
         )))

@@ -50,6 +50,7 @@ from gateway.contracts import Emit
 from gateway.errors import WriteError
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
+from gateway.samples import bad, good
 from gateway.status_codes import BAD_DECODING_ERROR, BAD_NOT_CONNECTED, BAD_TIMEOUT, status_name
 from gateway.writes import WriteKind
 
@@ -58,7 +59,6 @@ HEALTHY_AFTER = 2  # answered requests after which a connection counts as health
 LOGGED_TAGS = 10  # tag names quoted in a state-change log line
 EMIT_AFTER = 0.02  # s: the longest a read value waits for the device's other reads before it is emitted
 
-_new = tuple.__new__
 _GOOD, _BAD = Quality.GOOD, Quality.BAD
 
 
@@ -330,7 +330,7 @@ class ModbusSource:
         if status == 0:
             ts = time.time_ns()
             device = req.device
-            out.extend([_new(Sample, (device, name, v, _GOOD, 0, ts, ts, unit, 0))
+            out.extend([good(device, name, v, ts, unit)
                         for (name, unit), v in zip(req.labels, req.decode(data), strict=True)])
             if self._failing and id(req) in self._failing:
                 self._track(req, 0)
@@ -446,4 +446,4 @@ def _splittable(req: ReadRequest) -> bool:
 def _bad(req: ReadRequest, status: int, out: list[Sample]) -> None:
     ts = time.time_ns()
     device = req.device
-    out.extend([_new(Sample, (device, name, None, _BAD, status, ts, ts, unit, 0)) for name, unit in req.labels])
+    out.extend([bad(device, name, status, ts, unit) for name, unit in req.labels])

@@ -39,10 +39,10 @@ from gateway.contracts import Emit
 from gateway.errors import DeviceNotConnected, WriteError
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
+from gateway.samples import bad, reading
 from gateway.status_codes import UNCERTAIN_TIMESTAMP
 from gateway.writes import WriteKind
 
-_new = tuple.__new__
 _GOOD, _UNCERTAIN, _BAD = Quality.GOOD, Quality.UNCERTAIN, Quality.BAD
 FUTURE_SLACK_NS = 86_400 * 10**9  # a device clock more than a day ahead is wrong, not early
 # BadUserAccessDenied, BadIdentityTokenInvalid, BadIdentityTokenRejected: wrong credentials, or a locked account
@@ -128,7 +128,7 @@ class _Device:
         latest = gw + FUTURE_SLACK_NS
         out: list[Sample] = []
         append = out.append
-        bad = 0
+        n_bad = 0
         for handle, value, status, src, srv in rows:
             if handle >= len(tags):
                 continue
@@ -147,14 +147,14 @@ class _Device:
                 self.sane_again(handle)
             keep = srv if tag.server_ts and 0 < srv <= latest else 0
             if status == 0:
-                append(_new(Sample, (device, tag.name, value, _GOOD, 0, ts, gw, tag.unit, keep)))
+                append(reading(device, tag.name, value, _GOOD, 0, ts, gw, tag.unit, keep))
             else:
                 q = quality_of(status)
                 if q is _BAD:
-                    bad += 1
+                    n_bad += 1
                     self.count_error(status)
-                append(_new(Sample, (device, tag.name, value, q, status, ts, gw, tag.unit, keep)))
-        if len(out) > bad and self._last_good is not None:
+                append(reading(device, tag.name, value, q, status, ts, gw, tag.unit, keep))
+        if len(out) > n_bad and self._last_good is not None:
             self._last_good.set(gw / 1e9)
         return out
 
@@ -193,7 +193,7 @@ class _Device:
             self.count_error(code, len(handles))
             gw = time.time_ns()
             self.source.offer(self, [
-                _new(Sample, (self.name, self.tags[h].name, None, _BAD, code, gw, gw, self.tags[h].unit, 0))
+                bad(self.name, self.tags[h].name, code, gw, self.tags[h].unit)
                 for h in handles
             ])
 

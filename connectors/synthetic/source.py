@@ -22,11 +22,11 @@ from gateway.contracts import Emit
 from gateway.errors import WriteError
 from gateway.generators import Constant, GenValue, derive_seed
 from gateway.metrics import Metrics
-from gateway.model import Batch, Quality, Sample, Value
+from gateway.model import Batch, Quality, Value
+from gateway.samples import good
 from gateway.writes import BOOL, WriteKind, shown
 
 _GOOD = Quality.GOOD
-_new = tuple.__new__  # Sample without NamedTuple.__new__'s Python-level call
 
 _NUMBER = WriteKind("float", type_name="number")
 _Row = tuple[str, str, Callable[[float], GenValue], str | None]
@@ -70,8 +70,7 @@ class SyntheticSource:
     def batch(self, t: float) -> Batch:
         """One batch: every tag's value at generator time ``t``, stamped with the current wall time."""
         ts = time.time_ns()
-        good = _GOOD
-        return Batch(self.name, [_new(Sample, (d, n, f(t), good, 0, ts, ts, u, 0)) for d, n, f, u in self._rows])
+        return Batch(self.name, [good(d, n, f(t), ts, u) for d, n, f, u in self._rows])
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()

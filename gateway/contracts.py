@@ -71,3 +71,16 @@ class HealthReporting(Protocol):
     """
 
     def health_problems(self) -> list[str]: ...
+
+
+@runtime_checkable
+class UplinkProbe(Protocol):
+    """Optional for sinks: lets the delivery loop retry the moment the uplink is back instead of when its
+    backoff ends.
+
+    ``wait_uplink`` returns True as soon as the uplink came back after being down (an MQTT CONNACK, a
+    store's health endpoint answering again), False once ``timeout`` passed. An uplink that is up while
+    writes still fail must not return True early: the backoff then runs its course.
+    """
+
+    async def wait_uplink(self, timeout: float) -> bool: ...

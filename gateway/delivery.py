@@ -14,12 +14,21 @@ import time
 from collections.abc import Sequence
 
 from gateway.backoff import Backoff
-from gateway.contracts import HealthReporting, Sink
+from gateway.contracts import HealthReporting, Sink, UplinkProbe
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.model import Batch, SpooledBatch
 from gateway.spool import Spool, SpoolReader
+
+OPEN_FAILURES = 3
+"""Failed opens in a row (without a delivery between) that make the sink unhealthy."""
+FAILING_FOR = 60.0
+"""Seconds of failing writes without a delivery that make the sink unhealthy."""
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 class DeliveryLoop:
@@ -53,6 +62,10 @@ class DeliveryLoop:
         self.last_delivery_mono: float | None = None
         self.last_delivery_wall: float | None = None
         self._failing = False
+        self._failing_since: float | None = None
+        self._open_failures = 0  # opens that failed since the last delivery
+        self._jammed = False  # a batch the uplink refuses for good could not be dead-lettered either
+        self.resumed_on_uplink = 0  # retries started by the uplink coming back, not by the backoff
         self.last_error: str | None = None
         self._writing = False
         self._stop_requested = False
@@ -65,7 +78,11 @@ class DeliveryLoop:
         self._task = asyncio.current_task()
         # Register first: a sink whose uplink is down at start holds its data from the first moment.
         self.reader = reader = self.spool.reader(self.sink.name, self.sources)
-        await self.sink.open()
+        try:
+            await self.sink.open()
+        except Exception:
+            self._open_failures += 1  # the supervisor retries; repeated failures show in /health
+            raise
         try:
             while not self._stop_requested:
                 batches = await reader.next(self.max_samples)
@@ -135,6 +152,13 @@ class DeliveryLoop:
                 self._transition_failing(str(exc), delay)
                 if self._stop_requested:
                     raise asyncio.CancelledError from exc
+                if exc.retry_after is None and isinstance(self.sink, UplinkProbe):
+                    # retry the moment the uplink is back (a server's Retry-After is always honoured)
+                    if await self.sink.wait_uplink(delay):
+                        self.resumed_on_uplink += 1
+                        self.backoff.reset()
+                        self.log.info("uplink is back; retrying now")
+                    continue
                 await asyncio.sleep(delay)
                 continue
             except PermanentSinkError as exc:
@@ -146,7 +170,12 @@ class DeliveryLoop:
                 n = len(batches[0].samples)
                 self.log.error("sink rejected a batch permanently; dead-lettered", seq=batches[0].seq,
                                samples=n, error=str(exc))
-                await self.spool.dead_letter(self.sink.name, batches, str(exc))
+                try:
+                    await self.spool.dead_letter(self.sink.name, batches, str(exc))
+                except Exception:
+                    self._jammed = True  # it stays spooled and is offered again; /health says so
+                    raise
+                self._jammed = False
                 self._dead.inc(n)
                 await reader.ack(batches[-1].seq)
                 return
@@ -157,17 +186,28 @@ class DeliveryLoop:
             self.last_delivery_mono = time.monotonic()
             self.last_delivery_wall = time.time()
             self._last_delivery.set(self.last_delivery_wall)
+            self._open_failures = 0
+            self._jammed = False
             if self._failing:
                 self._failing = False
+                self._failing_since = None
                 self.backoff.reset()
                 self.log.info("sink delivering again")
             return
 
     def health_problems(self) -> list[str]:
-        """Short public reasons why this sink is unhealthy now: the sink's own (a reconnect loop, a
-        refused login) when it reports them."""
+        """Short public reasons why this sink is unhealthy now: its own (a reconnect loop, a refused
+        login) when it reports them, a batch it can neither deliver nor dead-letter, repeated failures to
+        open its uplink, writes failing for longer than ``FAILING_FOR`` without a delivery."""
         sink = self.sink
-        return list(sink.health_problems()) if isinstance(sink, HealthReporting) else []
+        out = list(sink.health_problems()) if isinstance(sink, HealthReporting) else []
+        if self._jammed:
+            out.append("a batch it can neither deliver nor dead-letter")
+        if self._open_failures >= OPEN_FAILURES:
+            out.append(f"cannot open its uplink ({self._open_failures} attempts)")
+        if self._failing_since is not None and time.monotonic() - self._failing_since >= FAILING_FOR:
+            out.append(f"writes failing for {_ago(time.monotonic() - self._failing_since)}")
+        return out
 
     @property
     def failing(self) -> bool:
@@ -177,6 +217,7 @@ class DeliveryLoop:
         self.last_error = error
         if not self._failing:
             self._failing = True
+            self._failing_since = time.monotonic()
             self.log.warning("sink write failed; keeping data spooled and retrying", error=error,
                              retry_in=round(delay, 2))
 

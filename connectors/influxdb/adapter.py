@@ -81,6 +81,13 @@ class InfluxWriter:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise RetryableSinkError(f"cannot reach {self.config.url}: {exc}") from None
 
+    def ping(self) -> bool:
+        """Whether the server answers its health endpoint (``/ping``) now."""
+        try:
+            return bool(self._client.ping())
+        except Exception:  # any failure means "not yet"
+            return False
+
     async def post(self, body: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._post, body)
 

@@ -15,6 +15,7 @@ timestamp, so writing one twice overwrites it with the same value.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -30,6 +31,8 @@ from gateway.metrics import Metrics
 from gateway.model import Batch
 
 _AUTH_LOG_EVERY = 60.0
+PROBE_EVERY = 1.0
+"""While writes fail, how often the server's health endpoint is asked whether it is back."""
 
 
 class InfluxSink:
@@ -53,6 +56,7 @@ class InfluxSink:
         self._writer: InfluxWriter | None = None
         self._store: DeadLetterStore | None = None
         self._last_auth_log = -_AUTH_LOG_EVERY
+        self._auth_refused = False
 
     async def open(self) -> None:
         if self._writer is None:
@@ -70,6 +74,7 @@ class InfluxSink:
         assert writer is not None, "write before open"
         try:
             await writer.post("\n".join(lines).encode())
+            self._auth_refused = False
             return
         except HttpRejected as exc:
             status = exc.status
@@ -82,6 +87,7 @@ class InfluxSink:
                 await self._dead_letter(lines, counts, status, exc.message)
                 return
             if status in (401, 403):
+                self._auth_refused = True
                 now = time.monotonic()
                 if now - self._last_auth_log >= _AUTH_LOG_EVERY:
                     self._last_auth_log = now
@@ -103,6 +109,27 @@ class InfluxSink:
         self._dead.inc(n)
         self.log.error("InfluxDB rejected a point; dead-lettered", status=status, error=error, line=lines[0][:300],
                        samples=n, store=self.dead_letter_path)
+
+    async def wait_uplink(self, timeout: float) -> bool:
+        """True as soon as the server answers its health probe again after not answering (see
+        ``UplinkProbe``); a server that answers while writes fail lets the backoff run its course."""
+        writer = self._writer
+        deadline = time.monotonic() + timeout
+        was_down = False
+        while writer is not None:
+            up = await writer.run(writer.ping)
+            if up and was_down:
+                return True
+            was_down = was_down or not up
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(PROBE_EVERY, remaining))
+        await asyncio.sleep(timeout)
+        return False
+
+    def health_problems(self) -> list[str]:
+        return ["the store refuses the token"] if self._auth_refused else []
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None

@@ -19,6 +19,8 @@ import contextlib
 import ssl
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from gateway.errors import PermanentSinkError, RetryableSinkError
 # fixed must not cost data) and quota exceeded.
 _RETRYABLE_REASONS = frozenset({0x87, 0x97})
 _AUTH_FAILURES = frozenset({"Not authorized", "Bad user name or password"})
+STABLE_AFTER = 30.0
+"""Seconds a connection must stay up before the reconnect backoff starts again from ``reconnect_min``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,11 @@ class MqttLink:
         self.connects = 0
         self.refusals = 0
         """CONNACKs that refused us (wrong credentials, ...); paho's backoff keeps doubling across them."""
+        self.login_refused = False
+        """The broker's last answer refused our credentials (cleared by the next accepted connect)."""
+        self._losses: deque[float] = deque(maxlen=64)  # monotonic times of lost connections
+        self._up_since: float | None = None
+        self._flap_delay = 0.0  # reconnect delay kept across connections that did not stay up
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -300,10 +309,13 @@ class MqttLink:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             self.refusals += 1
+            self.login_refused = reason.getName() in _AUTH_FAILURES
             self._report(f"broker refused the connection: {reason.getName()}",
                          hint="check username/password" if reason.getName() in _AUTH_FAILURES else None)
             return
         self.connects += 1
+        self.login_refused = False
+        self._up_since = time.monotonic()
         # A v5 broker states how many QoS 1/2 messages it takes in flight; mosquitto silently drops
         # QoS 2 messages beyond it while paho ignores the PUBREC reason code, so stay within it.
         receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
@@ -334,6 +346,10 @@ class MqttLink:
         self._connected.clear()
         self._set_async_connected(False)
         if was and not self._stopping:
+            now = time.monotonic()
+            self._losses.append(now)
+            self._keep_backoff(now - (self._up_since or now))
+        if was and not self._stopping:
             self._report(f"connection lost: {reason.getName()}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: Any) -> None:
@@ -348,6 +364,23 @@ class MqttLink:
             expiry=getattr(props, "MessageExpiryInterval", None) if props is not None else None,
         )
         self._loop.call_soon_threadsafe(self._on_message_cb, inbound)
+
+    def _keep_backoff(self, lasted: float) -> None:
+        """paho resets its reconnect delay at every accepted CONNACK. A connection that stayed up for
+        ``STABLE_AFTER`` earns that reset; one that dropped sooner (a flapping broker, a broker that
+        drops us after connect) keeps backing off from where the previous short one left it."""
+        if lasted >= STABLE_AFTER:
+            self._flap_delay = 0.0
+            return
+        low, high = max(1, round(self.config.reconnect_min)), max(1, round(self.config.reconnect_max))
+        self._flap_delay = min(high, max(low, self._flap_delay * 2 or low))
+        with self._client._reconnect_delay_mutex:  # paho doubles this before its next wait
+            self._client._reconnect_delay = max(1, round(self._flap_delay / 2))
+
+    def losses_within(self, seconds: float) -> int:
+        """Connections lost within the last ``seconds``."""
+        cutoff = time.monotonic() - seconds
+        return sum(1 for t in self._losses if t >= cutoff)
 
     def _report(self, problem: str, hint: str | None = None) -> None:
         """Log a connection problem once per change, not on every retry."""

@@ -101,7 +101,9 @@ class MqttSinkConfig(SinkConfigBase):
         30.0, gt=0, description="a write not fully acked within this long is retried from the spool"
     )
     reconnect_min: Duration = Field(1.0, gt=0, description="first reconnect delay")
-    reconnect_max: Duration = Field(60.0, gt=0, description="longest reconnect delay (doubling)")
+    reconnect_max: Duration = Field(
+        10.0, gt=0, description="longest reconnect delay (doubling); short, so a broker that is back for a few"
+        " seconds is caught")
     commands: CommandConfig = Field(default_factory=CommandConfig)
 
     @field_validator("topic", "status_topic")

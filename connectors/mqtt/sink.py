@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -12,6 +13,10 @@ from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.payloads import Encoder
 from gateway.config.site import SiteConfig
 from gateway.model import Batch
+
+LOOP_WINDOW = 300.0
+LOOP_LOSSES = 3
+"""This many lost connections within ``LOOP_WINDOW`` seconds is a reconnect loop (unhealthy)."""
 
 
 def site_fields(site: SiteConfig) -> dict[str, str]:
@@ -51,6 +56,26 @@ class MqttSink:
         link = self.link
         assert link is not None, "write before open"
         await link.publish_all(self.encoder.encode(batches), self.config.qos, self.config.retain)
+
+    async def wait_uplink(self, timeout: float) -> bool:
+        """True as soon as the broker accepts us again after the link was down (see ``UplinkProbe``)."""
+        link = self.link
+        if link is None or link.connected:  # connected but the write failed: let the backoff run
+            await asyncio.sleep(timeout)
+            return False
+        return await link.wait_connected(timeout)
+
+    def health_problems(self) -> list[str]:
+        link = self.link
+        if link is None:
+            return []
+        out = []
+        if link.login_refused:
+            out.append("the broker refuses the login")
+        losses = link.losses_within(LOOP_WINDOW)
+        if losses >= LOOP_LOSSES:
+            out.append(f"reconnect loop: {losses} connections lost in {LOOP_WINDOW / 60:.0f} min")
+        return out
 
     async def close(self) -> None:
         link, self.link = self.link, None

@@ -1,0 +1,123 @@
+"""A sink resumes the moment its uplink is back, not when its retry backoff expires; a flapping or
+refusing uplink shows in the sink's health problems. Real mosquitto and VictoriaMetrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.config.loader import load_config
+from gateway.runtime import Runtime
+from tests.servers import free_port, mosquitto, victoria_metrics
+
+RETRY = {"retry_initial": "40s", "retry_max": "60s"}  # a retry timer alone would wait 20-40 s
+
+
+def config(tmp_path: Path, sink: dict[str, Any]) -> Path:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump({
+        "data_dir": str(tmp_path / "data"), "http": {"enabled": False},
+        "sources": {"line": {"type": "synthetic", "interval": "50ms", "devices": {"m1": {"tags": [
+            {"name": "t", "signal": "sine"}]}}}},
+        "sinks": {"up": {**sink, **RETRY}},
+    }))
+    return path
+
+
+async def until(pred: Callable[[], bool], timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout, f"{what}: not within {timeout}s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - t0
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[Path], Any]]:
+    """Run a Runtime for the test; stops it afterwards."""
+    started: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(cfg: Path) -> Runtime:
+        runtime = Runtime(load_config(cfg))
+        stop = asyncio.Event()
+        task = asyncio.create_task(runtime.run(stop))
+        started.append((stop, task))
+        await asyncio.wait_for(runtime.started.wait(), 10)
+        return runtime
+
+    yield start
+    for stop, task in started:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def failing(runtime: Runtime) -> bool:
+    return runtime.deliveries["up"].failing
+
+
+@pytest.mark.timeout(60)
+async def test_mqtt_sink_resumes_when_the_broker_accepts_it_not_when_its_timer_ends(
+        tmp_path: Path, running: Callable[[Path], Any]) -> None:
+    port = free_port()
+    runtime: Runtime = await running(config(tmp_path, {
+        "type": "mqtt", "port": port, "reconnect_min": "1s", "reconnect_max": "1s"}))
+    d = runtime.deliveries["up"]
+    await until(lambda: failing(runtime), 10, "first write fails (broker down)")
+    with mosquitto(tmp_path / "broker", port=port):
+        took = await until(lambda: d.delivered > 0, 15, "delivery after the broker is back")
+        assert took < 8, took  # the 40 s retry timer did not decide it
+        assert d.resumed_on_uplink >= 1
+        assert d.health_problems() == []
+
+
+@pytest.mark.timeout(60)
+async def test_influx_sink_resumes_when_the_store_answers_its_probe(
+        tmp_path: Path, running: Callable[[Path], Any]) -> None:
+    port = free_port()
+    runtime: Runtime = await running(config(tmp_path, {
+        "type": "influxdb", "url": f"http://127.0.0.1:{port}", "token": "t", "org": "o", "bucket": "b"}))
+    d = runtime.deliveries["up"]
+    await until(lambda: failing(runtime), 10, "first write fails (store down)")
+    with victoria_metrics(tmp_path / "vm", port=port):
+        took = await until(lambda: d.delivered > 0, 20, "delivery after the store is back")
+        assert took < 8, took
+        assert d.resumed_on_uplink >= 1
+
+
+@pytest.mark.timeout(90)
+async def test_broker_flaps_are_caught_and_show_as_a_reconnect_loop(
+        tmp_path: Path, running: Callable[[Path], Any]) -> None:
+    port = free_port()
+    runtime: Runtime = await running(config(tmp_path, {
+        "type": "mqtt", "port": port, "reconnect_min": "1s", "reconnect_max": "2s"}))
+    d = runtime.deliveries["up"]
+    caught = 0
+    for i in range(4):  # the broker is up for a few seconds at a time
+        with mosquitto(tmp_path / f"b{i}", port=port):
+            before = d.delivered
+            with_data = await until(lambda b=before: d.delivered > b, 10, f"delivery in up window {i}")  # type: ignore[misc]
+            caught += with_data < 10
+        await until(lambda: not runtime.sinks["up"].link.connected, 10, "link down")  # type: ignore[attr-defined]
+    assert caught == 4
+    problems = d.health_problems()
+    assert any(p.startswith("reconnect loop: ") for p in problems), problems
+    assert not any("127.0.0.1" in p or str(port) in p for p in problems)
+
+
+@pytest.mark.timeout(60)
+async def test_refused_login_is_a_health_problem(tmp_path: Path, running: Callable[[Path], Any]) -> None:
+    pw = tmp_path / "passwd"
+    pw.write_text("")
+    with mosquitto(tmp_path / "broker", listener_config=f"password_file {pw}\n", allow_anonymous=False) as broker:
+        runtime: Runtime = await running(config(tmp_path, {
+            "type": "mqtt", "port": broker.port, "username": "gw", "password": "wrong",
+            "reconnect_min": "1s", "reconnect_max": "1s"}))
+        d = runtime.deliveries["up"]
+        await until(lambda: "the broker refuses the login" in d.health_problems(), 15, "login refusal reported")
+        assert all("wrong" not in p for p in d.health_problems())

@@ -1,22 +1,85 @@
-"""A live summary on the console while the gateway runs (``edge-gateway run --summary``; on by default for
-the embedded default): devices, tags, values/s, quality, spool depth per sink.
+"""A live summary on the console while the gateway runs (``edge-gateway run --summary``; on by default
+on a terminal): devices, tags, values/s, quality, spool depth per sink.
 
-On a terminal the block is redrawn in place every ``every`` seconds; otherwise (a pipe, a service log)
-it is one plain line per period, so it stays readable in a journal.
+On a terminal the block is redrawn in place every ``every`` seconds at the bottom of the screen, and log
+lines written to the same terminal go through ``LiveBlock.stream`` so they appear above it instead of
+being erased by the next redraw; otherwise (a pipe, a service log) it is one plain line per period, so it
+stays readable in a journal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
+import threading
 import time
 from collections import Counter
-from typing import TextIO
+from typing import TextIO, cast
 
 from gateway.model import Quality
 from gateway.runtime import Runtime
 
 MAX_DEVICE_LINES = 12
+
+
+class LiveBlock:
+    """The block of lines kept at the bottom of a terminal. Text written through ``stream`` (the log)
+    goes above it: the block is erased, the text written, the block drawn again. Thread-safe: the MQTT
+    network thread logs too."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._lines: list[str] = []
+        self._drawn = 0
+        self._lock = threading.Lock()
+
+    def draw(self, lines: list[str]) -> None:
+        with self._lock:
+            self._erase()
+            self._lines = lines
+            self._paint()
+            self.out.flush()
+
+    def write_above(self, text: str) -> None:
+        with self._lock:
+            self._erase()
+            self.out.write(text)
+            if text and not text.endswith("\n"):
+                self.out.write("\n")
+            self._paint()
+            self.out.flush()
+
+    def stream(self) -> TextIO:
+        return cast(TextIO, _Above(self))
+
+    def _erase(self) -> None:
+        if self._drawn:
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")  # up to the block's first line, clear to the end
+            self._drawn = 0
+
+    def _paint(self) -> None:
+        if self._lines:
+            self.out.write("\n".join(self._lines) + "\n")
+            self._drawn = len(self._lines)
+
+
+class _Above(io.TextIOBase):
+    """A text stream whose lines appear above a ``LiveBlock`` (a logging handler's stream)."""
+
+    def __init__(self, block: LiveBlock) -> None:
+        self._block = block
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        if "\n" in self._partial:
+            done, _, self._partial = self._partial.rpartition("\n")
+            self._block.write_above(done + "\n")
+        return len(text)
+
+    def isatty(self) -> bool:
+        return self._block.out.isatty()
 
 
 def _quality_counts(runtime: Runtime) -> Counter[Quality]:
@@ -57,14 +120,16 @@ def render(runtime: Runtime, rate_in: float, rate_out: float, uptime: float, *, 
     return lines
 
 
-async def summary_loop(runtime: Runtime, out: TextIO = sys.stdout, every: float | None = None) -> None:
+async def summary_loop(runtime: Runtime, out: TextIO = sys.stdout, every: float | None = None,
+                       block: LiveBlock | None = None) -> None:
     tty = out.isatty()
+    if tty and block is None:
+        block = LiveBlock(out)
     every = every if every is not None else (2.0 if tty else 5.0)
     await runtime.started.wait()
     start = time.monotonic()
     prev_in, prev_out = runtime.totals()
     prev_t = start
-    drawn = 0
     wait = min(every, 2.0)  # the first one soon after start: "is anything coming in?"
     while True:
         await asyncio.sleep(wait)
@@ -74,10 +139,8 @@ async def summary_loop(runtime: Runtime, out: TextIO = sys.stdout, every: float 
         dt = max(now - prev_t, 1e-6)
         lines = render(runtime, (total_in - prev_in) / dt, (total_out - prev_out) / dt, now - start, detail=tty)
         prev_in, prev_out, prev_t = total_in, total_out, now
-        if tty:
-            # cursor up over the previous block, clear to the end of the screen, draw again
-            out.write((f"\x1b[{drawn}F\x1b[J" if drawn else "") + "\n".join(lines) + "\n")
-            drawn = len(lines)
+        if block is not None:
+            block.draw(lines)
         else:
             out.write("summary: " + " | ".join(lines[1:]) + "\n")
-        out.flush()
+            out.flush()

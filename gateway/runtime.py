@@ -18,10 +18,11 @@ from pathlib import Path
 
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.config.loader import GatewayConfig
-from gateway.contracts import Sink, Source, WritableSource
+from gateway.contracts import HealthReporting, Sink, Source, WritableSource
 from gateway.delivery import DeliveryLoop
 from gateway.errors import WriteError
 from gateway.http_server import HttpEndpoint
+from gateway.instance_lock import InstanceLock
 from gateway.live import HISTORY_POINTS, LiveTags
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
@@ -61,6 +62,8 @@ class Runtime:
         self.data_dir = Path(config.data_dir).expanduser()
         spool_path = Path(config.spool.path).expanduser() if config.spool.path else self.data_dir / "spool.db"
         self.spool = Spool(spool_path, config.spool, self.metrics)
+        self._lock = InstanceLock(spool_path.with_name(spool_path.name + ".lock"))
+        self._claimed = False
         # sparklines are for the status page only: without the endpoint keep none (~0.5 KB per tag)
         self.live = LiveTags(HISTORY_POINTS if config.http.enabled else 0)
         self.sources: dict[str, Source] = {}
@@ -70,7 +73,8 @@ class Runtime:
         self._delivered_before: dict[str, int] = {}  # by delivery loops a hot reload replaced
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.board = StatusBoard(self._configured_devices, self.sink_states, self.live, self.metrics,
-                                 device_grace=config.http.device_grace)
+                                 device_grace=config.http.device_grace, health_window=config.http.health_window,
+                                 last_drop=lambda: self.spool.last_drop_mono, source_problems=self.source_problems)
         self.http = HttpEndpoint(config.http, self.metrics, self.board) if config.http.enabled else None
         self.started = asyncio.Event()
         self.reloads = 0
@@ -108,18 +112,38 @@ class Runtime:
             supervise(f"sink:{name}", self.deliveries[name].run, self.metrics), name=f"sink:{name}")
 
     # --- running --------------------------------------------------------------------------------
+    def claim(self) -> None:
+        """Take this gateway's spool for the life of the process; raises ``InstanceLocked`` when another
+        gateway has it. ``run`` claims too; call it first to fail before starting anything else."""
+        if not self._claimed:
+            self._lock.acquire()
+            self._claimed = True
+
     async def run(self, stop: asyncio.Event, reload: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set; each time ``reload`` is set, re-read the config file."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.claim()
+        try:
+            await self._run(stop, reload)
+        finally:
+            self._lock.release()
+            self._claimed = False
+
+    async def _run(self, stop: asyncio.Event, reload: asyncio.Event | None) -> None:
         for name, scfg in self.config.sources.items():
             self._build_source(name, scfg)
         for name, kcfg in self.config.sinks.items():
             self._build_sink(name, kcfg)
-        await self.spool.open()
+        if self.http is not None:
+            await self.http.start()  # before the spool: a taken port stops the start with nothing to undo
+        try:
+            await self.spool.open()
+        except BaseException:
+            if self.http is not None:
+                await self.http.stop()
+            raise
         for name in sorted(set(self.spool.stored_sinks) - set(self.config.sinks)):
             await self._release_sink(name)
-        if self.http is not None:
-            await self.http.start()
         self.log.info("gateway starting", config=self.config.path, data_dir=str(self.data_dir),
                       sources=sorted(self.sources), sinks=sorted(self.sinks))
         try:
@@ -192,6 +216,14 @@ class Runtime:
         out: dict[str, list[str]] = {}
         for name, scfg in self.config.sources.items():
             out[name] = sorted({d for d, _ in scfg.iter_tags()})
+        return out
+
+    def source_problems(self) -> dict[str, list[str]]:
+        """Short public reasons from sources that report their health (``HealthReporting``)."""
+        out: dict[str, list[str]] = {}
+        for name, src in self.sources.items():
+            if isinstance(src, HealthReporting) and (problems := src.health_problems()):
+                out[name] = problems
         return out
 
     def sink_states(self) -> list[SinkState]:

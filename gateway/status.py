@@ -45,6 +45,10 @@ def iso(ns: int) -> str:
         return f"invalid ({ns} ns)"
 
 
+def _ago(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
 def _gauge_values(family: Any) -> dict[tuple[str, ...], float]:
     out: dict[tuple[str, ...], float] = {}
     for metric in family.collect():
@@ -63,12 +67,18 @@ class StatusBoard:
         *,
         device_grace: float,
         started_mono: float | None = None,
+        last_drop: Callable[[], float | None] = lambda: None,
+        health_window: float = 300.0,
+        source_problems: Callable[[], dict[str, list[str]]] = dict,
     ) -> None:
         self._devices = devices
         self._sinks = sinks
         self.live = live
         self.metrics = metrics
         self.device_grace = device_grace
+        self._last_drop = last_drop
+        self.health_window = health_window
+        self._source_problems = source_problems
         self.started_mono = time.monotonic() if started_mono is None else started_mono
 
     def devices(self) -> list[dict[str, Any]]:
@@ -101,7 +111,7 @@ class StatusBoard:
                     state, reason = ("starting", "no data yet") if starting else ("down", "no data")
                 elif bad == len(last):
                     codes = sorted({status_name(s.status) for s in last})
-                    state, reason = "bad", f"all {bad} tags BAD ({', '.join(codes)})"
+                    state, reason = "bad", f"all tags BAD ({', '.join(codes)})"
                 elif bad:
                     state, reason = "partial", f"{bad} of {len(last)} tags BAD"
                 else:
@@ -122,21 +132,17 @@ class StatusBoard:
                 "oldest_pending_age_s": round(st.oldest_pending_age, 3),
                 "max_pending_age_s": st.max_pending_age,
                 "last_delivery": iso(int(st.last_delivery * 1e9)) if st.last_delivery else None,
-                "failing": st.failing, "last_error": st.last_error,
-                "healthy": st.oldest_pending_age <= st.max_pending_age,
+                "failing": st.failing, "last_error": st.last_error, "dropped": st.dropped,
+                "problems": list(st.problems),
+                "healthy": st.oldest_pending_age <= st.max_pending_age and not st.problems,
             })
         return out
 
     def health(self) -> tuple[bool, dict[str, Any]]:
+        """The whole picture (``/api/status``): the problems, and every device and sink in detail."""
         devices = self.devices()
         sinks = self.sinks()
-        problems = [f"device {d['source']}.{d['device']}: {d['reason']}" for d in devices
-                    if d["state"] in ("down", "bad")]
-        problems += [
-            f"sink {s['name']}: oldest pending sample is {s['oldest_pending_age_s']:.0f}s old "
-            f"(limit {s['max_pending_age_s']:.0f}s)" + (f"; last error: {s['last_error']}" if s["last_error"] else "")
-            for s in sinks if not s["healthy"]
-        ]
+        problems = self._problems(devices, sinks)
         ok = not problems
         return ok, {
             "status": "ok" if ok else "unhealthy",
@@ -145,6 +151,30 @@ class StatusBoard:
             "devices": devices,
             "sinks": sinks,
         }
+
+    def public_health(self) -> tuple[bool, dict[str, Any]]:
+        """What an unauthenticated ``/health`` may say: the status and one short reason per unhealthy
+        component; no hosts, no errors quoted from uplinks, no data counts."""
+        ok, body = self.health()
+        return ok, {"status": body["status"], "problems": body["problems"]}
+
+    def _problems(self, devices: list[dict[str, Any]], sinks: list[dict[str, Any]]) -> list[str]:
+        problems = [f"device {d['source']}.{d['device']}: {d['reason']}" for d in devices
+                    if d["state"] in ("down", "bad")]
+        for source, reasons in sorted(self._source_problems().items()):
+            problems += [f"source {source}: {r}" for r in reasons]
+        for s in sinks:
+            if s["oldest_pending_age_s"] > s["max_pending_age_s"]:
+                problems.append(f"sink {s['name']}: backlog {s['oldest_pending_age_s']:.0f} s old "
+                                f"(limit {s['max_pending_age_s']:.0f} s)")
+            problems += [f"sink {s['name']}: {p}" for p in s["problems"]]
+        dropped = self._last_drop()
+        if dropped is not None:
+            ago = time.monotonic() - dropped
+            if ago <= self.health_window:
+                lost = sorted(s["name"] for s in sinks if s["dropped"])
+                problems.append(f"data dropped {_ago(ago)} ago" + (f" (sinks: {', '.join(lost)})" if lost else ""))
+        return problems
 
     def tags(self, text: str = "", offset: int = 0, limit: int | None = None,
              history: bool = False) -> dict[str, Any]:

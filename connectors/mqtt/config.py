@@ -106,6 +106,13 @@ class MqttSinkConfig(SinkConfigBase):
         " seconds is caught")
     commands: CommandConfig = Field(default_factory=CommandConfig)
 
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> MqttSinkConfig:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError(f"reconnect_max ({self.reconnect_max:g} s) must be at least reconnect_min "
+                             f"({self.reconnect_min:g} s)")
+        return self
+
     @field_validator("topic", "status_topic")
     @classmethod
     def _topic(cls, value: str | None) -> str | None:

@@ -12,6 +12,8 @@ from typing import Any
 
 from gateway.cli.common import add_config_arg, load_or_report
 from gateway.config.loader import GatewayConfig
+from gateway.http_server import HttpPortTaken
+from gateway.instance_lock import InstanceLocked
 from gateway.logs import configure_logging, get_logger
 from gateway.runtime import Runtime, tune_gc
 
@@ -28,7 +30,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP, not when the file changes")
     p.add_argument("--summary", action=argparse.BooleanOptionalAction, default=None,
                    help="a live summary on stdout (devices, tags, values/s, quality, spool); "
-                   "default: on for the embedded default")
+                   "default: on when stdout is a terminal")
     p.set_defaults(handler=run)
 
 
@@ -39,13 +41,27 @@ def run(args: argparse.Namespace) -> int:
     if (empty := cfg.empty_problem()) is not None:
         print(empty, file=sys.stderr)
         return 2
-    configure_logging(cfg.log.level, cfg.log.format)
+    summary = args.summary if args.summary is not None else sys.stdout.isatty()
+    block = None
+    if summary and sys.stdout.isatty():
+        from gateway.console import LiveBlock
+
+        block = LiveBlock(sys.stdout)
+    # Logs to the terminal the summary is drawn on go above the block, never under its redraws.
+    shared_tty = block is not None and sys.stderr.isatty() and _same_terminal()
+    configure_logging(cfg.log.level, cfg.log.format, stream=block.stream() if block and shared_tty else None)
     tune_gc()
-    summary = args.summary if args.summary is not None else not args.config
-    return asyncio.run(_main(cfg, watch=bool(args.config) and not args.no_watch, summary=summary))
+    return asyncio.run(_main(cfg, watch=bool(args.config) and not args.no_watch, summary=summary, block=block))
 
 
-async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool) -> int:
+def _same_terminal() -> bool:
+    try:
+        return os.ttyname(1) == os.ttyname(2)
+    except OSError:
+        return False
+
+
+async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool, block: Any = None) -> int:
     stop = asyncio.Event()
     reload = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,6 +69,12 @@ async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
     lines: list[Any] = []
+    runtime = Runtime(cfg)
+    try:
+        runtime.claim()  # before anything binds a port: a second gateway is told why in one line
+    except InstanceLocked as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return 2
     if cfg.simulators:
         # imported only when a config asks for a simulated line, so a production gateway never loads it
         from simulators.line.embedded import EmbeddedLineError, config_base, start_lines
@@ -65,14 +87,16 @@ async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool) -> int:
         get_logger("gateway.run").info("simulated lines serving", lines=[
             f"{name}: modbus {s.placement.host}:{s.placement.modbus_port}, {s.opcua_url}"
             for name, s in zip(cfg.simulators, lines, strict=True)])
-    runtime = Runtime(cfg)
     tasks = [asyncio.create_task(_watch(cfg.path, reload))] if watch else []
     if summary:
         from gateway.console import summary_loop
 
-        tasks.append(asyncio.create_task(summary_loop(runtime)))
+        tasks.append(asyncio.create_task(summary_loop(runtime, block=block)))
     try:
         await runtime.run(stop, reload)
+    except HttpPortTaken as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return 2
     finally:
         for task in tasks:
             task.cancel()

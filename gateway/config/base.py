@@ -7,7 +7,7 @@ import string
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 NAME_PATTERN = r"^[a-z0-9]+(_[a-z0-9]+)*$"
 """Source, sink and device names: lowercase, digits, single underscores (``__`` is the env delimiter)."""
@@ -133,8 +133,17 @@ class SinkConfigBase(StrictModel):
         0.05, ge=0, le=60, description="after a write that was not full, wait this long before the next one: "
         "fewer, larger writes (less CPU per sample) for at most this much added latency; 0: write at once"
     )
-    retry_initial: Duration = Field(0.5, description="first retry delay after a failed write")
-    retry_max: Duration = Field(30.0, description="longest retry delay (exponential backoff with jitter)")
-    max_pending_age: Duration = Field(
-        300.0, description="/health turns unhealthy when this sink's oldest undelivered sample is older"
+    retry_initial: Duration = Field(0.5, gt=0, le=3600, description="first retry delay after a failed write")
+    retry_max: Duration = Field(
+        30.0, gt=0, le=86400, description="longest retry delay (exponential backoff with jitter)"
     )
+    max_pending_age: Duration = Field(
+        300.0, gt=0, description="/health turns unhealthy when this sink's oldest undelivered sample is older"
+    )
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> SinkConfigBase:
+        if self.retry_max < self.retry_initial:
+            raise ValueError(f"retry_max ({self.retry_max:g} s) must be at least retry_initial "
+                             f"({self.retry_initial:g} s)")
+        return self

@@ -32,7 +32,7 @@ class SpoolConfig(StrictModel):
         description="SQLite synchronous: normal survives a process crash, full also a power cut",
     )
     commit_interval: Duration = Field(
-        0.0,
+        0.0, le=60,
         description="group appends for this long before one commit (fewer flash writes, more at risk)",
     )
     memory_batches: int = Field(
@@ -56,6 +56,9 @@ class HttpConfig(StrictModel):
     public_health: bool = Field(True, description="serve /health without auth (container/service health checks)")
     device_grace: Duration = Field(
         15.0, description="after start, how long a device may stay silent before /health calls it unhealthy"
+    )
+    health_window: Duration = Field(
+        300.0, gt=0, description="/health stays unhealthy this long after data was dropped, e.g. 5m"
     )
 
     @model_validator(mode="after")

@@ -132,8 +132,9 @@ async def test_health_and_metrics_follow_simulator_and_broker(tmp_path: Path, br
             status, body = await http_get(rt, "/health")
             return body if status == code else None
 
-        body = await until(lambda: health(200))
-        states = {d["device"]: d["state"] for d in body["devices"]}
+        await until(lambda: health(200))
+        _, detail = await http_get(rt, "/api/status")
+        states = {d["device"]: d["state"] for d in detail["devices"]}
         assert states == {"filler": "partial", "capper": "ok"}  # temp's block answers exception 2
 
         # Exception responses are counted by the code's name, and the counter moves.
@@ -158,7 +159,8 @@ async def test_health_and_metrics_follow_simulator_and_broker(tmp_path: Path, br
         broker.stop()
         body = await until(lambda: health(503))
         assert [p.split(":")[0] for p in body["problems"]] == ["sink plant"]
-        assert {s["name"]: s["healthy"] for s in body["sinks"]} == {"plant": False, "local": True}
+        _, detail = await http_get(rt, "/api/status")
+        assert {s["name"]: s["healthy"] for s in detail["sinks"]} == {"plant": False, "local": True}
         broker.start()
         await until(lambda: health(200), timeout=30)
     finally:

@@ -12,10 +12,8 @@ level 9: ~6x the CPU of level 1 for a body only ~15-20 % smaller (line protocol 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import urllib3
@@ -26,6 +24,7 @@ from influxdb_client.service.write_service import WriteService
 
 from connectors.influxdb.config import InfluxSinkConfig
 from gateway.errors import RetryableSinkError
+from gateway.threads import WorkerThread
 
 _PRECISION: dict[str, Any] = {
     "s": WritePrecision.S, "ms": WritePrecision.MS, "us": WritePrecision.US, "ns": WritePrecision.NS,
@@ -52,7 +51,7 @@ def _retry_after(value: object) -> float | None:
 class InfluxWriter:
     def __init__(self, config: InfluxSinkConfig, name: str) -> None:
         self.config = config
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"influx-{name}")
+        self._thread = WorkerThread(f"influx-{name}")
         # No library-level retries: the spool and the delivery loop retry, honouring Retry-After.
         self._client = InfluxDBClient(
             url=config.url, token=config.token.get_secret_value(), org=config.org,
@@ -89,17 +88,17 @@ class InfluxWriter:
             return False
 
     async def post(self, body: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._post, body)
+        await self._thread.run(self._post, body)
 
     async def run(self, fn: object) -> object:
         """Run a blocking callable on this writer's thread (the dead-letter store shares it)."""
         assert callable(fn)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await self._thread.run(fn)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._client.close()  # type: ignore[no-untyped-call]
-        self._executor.shutdown(wait=False)
+        self._thread.close()
 
 
 def _message(exc: ApiException) -> str:

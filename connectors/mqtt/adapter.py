@@ -22,7 +22,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ from paho.mqtt.properties import Properties
 
 from connectors.mqtt.config import MqttSinkConfig
 from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.threads import WorkerThread
 
 # v5 PUBACK reason codes that mean "later" rather than "never": not authorized (a broker ACL being
 # fixed must not cost data) and quota exceeded.
@@ -165,14 +165,13 @@ class MqttLink:
                     await asyncio.wait_for(w.done.wait(), timeout)
         self._stopping = True
         self._client.disconnect()
-        pool = ThreadPoolExecutor(1, thread_name_prefix="mqtt-stop")
+        pool = WorkerThread("mqtt-stop")  # loop_stop joins paho's thread: never on the event loop
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, self._client.loop_stop),
-                                   timeout)
+            await asyncio.wait_for(pool.run(self._client.loop_stop), timeout)
         except TimeoutError:
             self.log.warning("mqtt network thread did not stop in time")
         finally:
-            pool.shutdown(wait=False)
+            pool.close()
 
     @property
     def connected(self) -> bool:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +20,7 @@ from connectors.recording.config import RecordSinkConfig
 from connectors.recording.files import RecordingError, RecordingWriter, open_writer, recording_format
 from gateway.errors import RetryableSinkError
 from gateway.model import Batch
+from gateway.threads import WorkerThread
 
 _T = TypeVar("_T")
 
@@ -37,7 +36,7 @@ class RecordSink:
         self._series: set[tuple[str, str, str]] = set()  # (source, device, tag)
         self._log: Any = log if log is not None else structlog.get_logger("record_sink").bind(sink=name)
         self._writer: RecordingWriter | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: WorkerThread | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._closing: asyncio.Future[None] | None = None
         self._dirty = False
@@ -55,11 +54,11 @@ class RecordSink:
     async def open(self) -> None:
         if self._writer is not None:
             return
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"record-{self.name}")
+        self._executor = WorkerThread(f"record-{self.name}")
         try:
             self._writer = await self._submit(self._open_writer)
         except (RecordingError, OSError) as exc:
-            self._executor.shutdown(wait=False)
+            self._executor.close()
             self._executor = None
             raise RetryableSinkError(f"cannot open the recording: {exc}") from exc
         self.path = self._writer.path
@@ -89,7 +88,7 @@ class RecordSink:
                 await asyncio.shield(self._closing)
         finally:
             if executor is not None:
-                executor.shutdown(wait=False)
+                executor.close()
 
     async def wait_closed(self) -> None:
         """Return once the last ``close`` has finished the file, even if a stop deadline cancelled it
@@ -122,12 +121,12 @@ class RecordSink:
     # --- helpers --------------------------------------------------------------------------------------
 
     def _submit(
-        self, fn: Callable[..., _T], *args: Any, executor: ThreadPoolExecutor | None = None
+        self, fn: Callable[..., _T], *args: Any, executor: WorkerThread | None = None
     ) -> asyncio.Future[_T]:
         pool = executor or self._executor
         if pool is None:
             raise RetryableSinkError("the recording is not open")
-        return asyncio.get_running_loop().run_in_executor(pool, functools.partial(fn, *args))
+        return pool.submit(fn, *args)
 
     async def _flush_loop(self) -> None:
         while True:

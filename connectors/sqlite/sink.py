@@ -22,8 +22,8 @@ from connectors.sqlite.store import (
     RetentionResult,
     StoreFormatError,
     TimeSeriesStore,
-    is_disk_full,
 )
+from gateway.disk import is_disk_full
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.metrics import NS
 from gateway.model import Batch

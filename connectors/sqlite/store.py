@@ -31,7 +31,6 @@ Schema 2 added ``srv_off``; a schema-1 file is migrated in place when the store 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -40,10 +39,10 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, NamedTuple, TypeVar
 
 from gateway.model import Batch, Value
+from gateway.threads import WorkerThread
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x45475453
@@ -189,10 +188,6 @@ def decode_value(value: object, flags: int) -> Value:
     return repr(value)  # a BLOB written by something else
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """SQLite reports ENOSPC and a reached ``max_page_count`` both as SQLITE_FULL."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL
 
 
 class TimeSeriesStore:
@@ -220,7 +215,7 @@ class TimeSeriesStore:
         self._synchronous = synchronous.upper()
         self._cache_kib = max(cache_bytes // 1024, 64)
         self._name = name
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: WorkerThread | None = None
         # Touched only on the executor thread.
         self._conn: sqlite3.Connection | None = None
         self._ids: dict[SeriesKey, int] = {}
@@ -239,7 +234,7 @@ class TimeSeriesStore:
 
     async def open(self) -> None:
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self._name}")
+            self._executor = WorkerThread(f"sqlite-{self._name}")
         await self._call(self._open_sync)
 
     async def write(self, batches: Sequence[Batch]) -> int:
@@ -270,15 +265,15 @@ class TimeSeriesStore:
         if executor is None:
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
+            await executor.run(self._close_sync)
         finally:
             # The close job was the last in the queue; the thread exits as soon as it is done.
-            executor.shutdown(wait=False)
+            executor.close()
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         if self._executor is None:
             raise RuntimeError(f"store {self.path} is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._executor.run(fn, *args)
 
     # -- store thread --------------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import sqlite3
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -30,6 +29,7 @@ from gateway.spool.storage import (
     WriteResult,
     is_full,
 )
+from gateway.threads import WorkerThread
 
 _T = TypeVar("_T")
 _CHECKPOINT_SPLIT: Final = 2048  # age checkpoints per max_age within a run
@@ -60,7 +60,7 @@ class Spool:
         self.metrics = metrics
         self.log = get_logger("gateway.spool", path=str(self.path))
         self._store = Storage(self.path, config)
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: WorkerThread | None = None
         self._writer: asyncio.Task[None] | None = None
         self._opened = False
         self._closed = False
@@ -121,11 +121,11 @@ class Spool:
         """Start the spool thread, create or migrate the schema, recover seq, cursors and totals."""
         if self._opened:
             raise GatewayError("spool is already open")
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self._executor = WorkerThread("spool")
         try:
             info = await self._on_thread(self._store.open)
         except BaseException:
-            self._executor.shutdown(wait=False)
+            self._executor.close()
             self._executor = None
             raise
         self._opened = True
@@ -176,7 +176,7 @@ class Spool:
         finally:
             self._closed = True
             assert self._executor is not None
-            self._executor.shutdown(wait=True)
+            self._executor.close(wait=True)
             for reader in self._readers.values():
                 reader._event.set()
             for _, fut in self._waiters:
@@ -353,7 +353,7 @@ class Spool:
     async def _on_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
         if self._executor is None:
             raise SpoolClosedError("spool is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._executor.run(fn, *args)
 
     async def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn(connection)`` on the spool thread (tests and diagnostics)."""

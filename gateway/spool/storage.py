@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from gateway.config.site import SpoolConfig
+from gateway.disk import is_disk_full
 from gateway.errors import GatewayError
 from gateway.logs import get_logger
 from gateway.model import Sample, SpooledBatch
@@ -110,8 +111,7 @@ class ReadResult:
     damaged: list[tuple[int, str, int]]
 
 
-def is_full(exc: sqlite3.Error) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(exc)
+is_full = is_disk_full  # the one rule, shared with the local store
 
 
 class Storage:

@@ -78,8 +78,8 @@ async def crash(spool: Spool) -> None:
     await asyncio.gather(spool._writer, return_exceptions=True)
     assert spool._executor is not None
     # Close the connection without the final commit (what the OS does to a dead process's file handle).
-    await asyncio.get_running_loop().run_in_executor(spool._executor, _drop_connection, spool)
-    spool._executor.shutdown(wait=True)
+    await spool._executor.run(_drop_connection, spool)
+    spool._executor.close(wait=True)
     spool._closed = True
 
 

@@ -6,8 +6,7 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,6 @@ from gateway.model import Batch, Sample
 from simulators.opcua.config import OpcUaSimConfig
 from simulators.opcua.server import OpcUaSimulator
 from tests.servers import free_port
-
-
-async def wait_until(pred: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import yaml
 from gateway.config.loader import load_config
 from gateway.runtime import Runtime
 from tests.servers import free_port
+from tests.waiting import until
 
 SECRET = "s3cr3t-pw"
 
@@ -32,16 +31,6 @@ def fetch(port: int, path: str, auth: tuple[str, str] | None = None) -> tuple[in
             return r.status, dict(r.headers), r.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read().decode()
-
-
-async def until(pred: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.timeout(60)

@@ -15,7 +15,8 @@ from gateway.errors import WriteError
 from gateway.runtime import Runtime
 from tests import fakes
 from tests.fakes import RecordingSink
-from tests.integration.opcua_support import simulator, wait_until
+from tests.integration.opcua_support import simulator
+from tests.waiting import until as wait_until
 
 NS = "urn:test:runtime"
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.opcua_support import running, simulator, wait_until
+from tests.integration.opcua_support import running, simulator
+from tests.waiting import until as wait_until
 
 NS = "urn:test:scale"
 N = 5000

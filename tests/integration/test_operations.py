@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from simulators.modbus.config import SimulatorConfig
 from simulators.modbus.server import ModbusSimulator
 from tests.integration.mqtt_subscriber import Subscriber
 from tests.servers import Mosquitto, free_port, mosquitto
+from tests.waiting import until
 
 SIM = {"devices": {
     "filler": {"unit": 1, "tags": [
@@ -95,16 +95,6 @@ async def http_get(rt: Runtime, path: str) -> tuple[int, Any]:
         return status, (body.decode() if path == "/metrics" else json.loads(body))
 
     return await asyncio.to_thread(fetch)
-
-
-async def until(pred: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.1)
 
 
 def error_count(text: str, device: str, code: str) -> float:

@@ -20,7 +20,6 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,16 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.mqtt_subscriber import Subscriber
 from tests.servers import free_port, mosquitto, victoria_metrics
+from tests.waiting import poll
 
 OUTAGE_S = 10.0
-
-
-def poll(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
 
 
 def start_gateway(config: Path) -> subprocess.Popen[str]:

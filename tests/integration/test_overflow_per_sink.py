@@ -9,8 +9,6 @@ import asyncio
 import io
 import json
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from gateway.config.loader import load_config
 from gateway.logs import configure_logging
 from gateway.runtime import Runtime
 from tests.servers import free_port
+from tests.waiting import until as wait_for
 
 
 def write_config(path: Path, tmp_path: Path, overflow: str, uplink_port: int, *, interval: str = "20ms",
@@ -45,13 +44,6 @@ def stored_points(tmp_path: Path) -> int:
         return int(db.execute("SELECT count(*) FROM points").fetchone()[0])
     finally:
         db.close()
-
-
-async def wait_for(pred: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
 
 
 def sink(runtime: Runtime, name: str) -> Any:

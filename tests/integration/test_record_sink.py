@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,14 +14,7 @@ from connectors.recording.sink import RecordSink
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.runtime import Runtime
-
-
-async def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
+from tests.waiting import until as wait_until
 
 
 def write_config(tmp_path: Path, rec_path: Path, **rec: object) -> Path:

@@ -23,19 +23,12 @@ from gateway.config.loader import load_config
 from gateway.runtime import Runtime
 from tests import fakes
 from tests.fakes import RecordingSink
+from tests.waiting import until as wait_until
 
 
 @pytest.fixture
 def fake_plugins() -> Iterator[None]:
     yield from fakes.install()
-
-
-async def wait_until(pred: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 def write_config(tmp_path: Path, cfg: dict[str, object]) -> Path:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import inspect
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +20,7 @@ from gateway.model import Quality, Sample
 from gateway.runtime import Runtime
 from tests import fakes
 from tests.fakes import RecordingSink, ToggleSource
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -81,20 +80,6 @@ async def get(runtime: Runtime, path: str, auth: tuple[str, str] | None = None) 
             return status, body.decode()
 
     return await asyncio.to_thread(fetch)
-
-
-async def until(pred: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``pred`` (plain or async) until it returns something truthy, within a deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
 
 
 async def test_health_follows_devices_and_sinks(tmp_path: Path, running: Callable[..., Any]) -> None:

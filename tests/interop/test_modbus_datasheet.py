@@ -5,8 +5,6 @@ datasheet: every good register GOOD with its exact value, exactly the failing on
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from gateway.runtime import Runtime
 from gateway.writes import write_value
 from tests.interop.modbus_device import CONTROL, READ_ONLY, SETPOINT, datasheet_device
 from tests.servers import free_port
+from tests.waiting import until as wait_until
 
 # From the datasheet: 4xxxx holding registers, 3xxxx input registers, 0xxxx coils, 1xxxx inputs.
 DATASHEET_CONFIG = """
@@ -99,13 +98,6 @@ def check(latest: dict[str, tuple[Any, Quality, int]]) -> None:
     for tag, code in BAD.items():
         assert latest[tag][1:] == (Quality.BAD, code), (tag, latest[tag])
         assert latest[tag][0] is None
-
-
-async def wait_until(pred: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.timeout(60)

@@ -22,7 +22,8 @@ from gateway.config.loader import load_config
 from gateway.model import Quality
 from gateway.runtime import Runtime
 from gateway.status_codes import status_name
-from tests.integration.opcua_support import running, wait_until
+from tests.integration.opcua_support import running
+from tests.waiting import until as wait_until
 
 SIM = "urn://node-opcua-simulator"
 CHANGING = {  # Objects/Simulation/Dynamic/Scalar_Simulation: a new random value every 200 ms

@@ -21,9 +21,10 @@ from gateway.config.base import TagBase
 from gateway.errors import WriteError
 from gateway.model import Value
 from gateway.writes import write_value
-from tests.integration.opcua_support import running, wait_until
+from tests.integration.opcua_support import running
 from tests.interop.modbus_device import CONTROL, SETPOINT, UNIT, datasheet_device
 from tests.servers import free_port
+from tests.waiting import until as wait_until
 
 FC_READ_COILS, FC_WRITE_COIL, FC_MASK_WRITE = 1, 5, 22
 READS = {1, 2, 3, 4}

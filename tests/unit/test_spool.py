@@ -7,7 +7,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from enum import IntEnum
 from fractions import Fraction
@@ -21,6 +21,7 @@ from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, SpooledBatch
 from gateway.spool import Spool, SpoolClosedError, SpoolReader
 from gateway.spool_codec import DecodeError, decode, encode
+from tests.waiting import until as poll
 
 
 def counters(start: int, n: int, device: str = "m1", tag: str = "c") -> list[Sample]:
@@ -74,13 +75,6 @@ async def nothing_ready(spool: Spool, reader: SpoolReader) -> bool:
     ready = task.done()
     task.cancel()
     return not ready
-
-
-async def poll(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:

@@ -17,11 +17,11 @@ from tests.unit.test_spool import (
     nothing_ready,
     opened,
     payload_size,
-    poll,
     read,
     rows,
     values,
 )
+from tests.waiting import until as poll
 
 
 def sink_dropped(metrics: Metrics, sink: str, reason: str = "overflow") -> float:

@@ -8,10 +8,11 @@ loads asyncua; the factory imports the protocol adapter only when the component 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.model import Value
@@ -90,15 +91,36 @@ def _group(group: str) -> dict[str, EntryPoint]:
 
 
 def installed_kinds(group: str) -> list[str]:
-    """Kinds published under ``group``, read from metadata without importing anything."""
-    return sorted(_group(group))
+    """Kinds published under ``group`` (read from metadata without importing anything) or registered."""
+    return sorted(set(_group(group)) | {kind for g, kind in _registered if g == group})
 
 
 _cache: dict[tuple[str, str], object] = {}
+_registered: dict[tuple[str, str], object] = {}
+
+
+@contextlib.contextmanager
+def registered(*items: SourcePlugin[Any] | SinkPlugin[Any]) -> Iterator[None]:
+    """Plug-ins available without an entry point for the duration of the block (tests, an application
+    embedding the gateway); a registered kind wins over an installed one of the same name."""
+    keys: list[tuple[str, str]] = []
+    try:
+        for item in items:
+            key = (SOURCES_GROUP if isinstance(item, SourcePlugin) else SINKS_GROUP, item.kind)
+            if key in _registered:
+                raise PluginError(f"plug-in kind {item.kind!r} is already registered")
+            _registered[key] = item
+            keys.append(key)
+        yield
+    finally:
+        for key in keys:
+            _registered.pop(key, None)
 
 
 def _load(group: str, kind: str, expected: type) -> object:
     key = (group, kind)
+    if key in _registered:
+        return _registered[key]
     if key in _cache:
         return _cache[key]
     eps = _group(group)

@@ -21,6 +21,14 @@ def victoria_metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 @pytest.fixture
+def fake_plugins() -> Iterator[None]:
+    """The test plug-ins of ``tests.fakes`` (recording sink, crashing and toggle sources), registered."""
+    from tests import fakes
+
+    yield from fakes.install()
+
+
+@pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()

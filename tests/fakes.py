@@ -137,18 +137,14 @@ def _source_factory(name: str, config: CrashingSourceConfig, ctx: BuildContext) 
 
 
 def install() -> Iterator[None]:
-    """Register the fakes as if they were installed plug-ins (a pytest fixture body)."""
-    keys = [(plugins.SINKS_GROUP, "recording"), (plugins.SOURCES_GROUP, "crashing"),
-            (plugins.SOURCES_GROUP, "toggle")]
-    plugins._cache[keys[0]] = SinkPlugin("recording", RecordingSinkConfig, _sink_factory)
-    plugins._cache[keys[1]] = SourcePlugin("crashing", CrashingSourceConfig, _source_factory)
-    plugins._cache[keys[2]] = SourcePlugin("toggle", ToggleSourceConfig, ToggleSource)
+    """Register the fakes as if they were installed plug-ins (the ``fake_plugins`` fixture's body)."""
     RecordingSink.instances.clear()
     RecordingSink.outage = False
     CrashingSource.runs = 0
     ToggleSource.down = set()
-    try:
+    with plugins.registered(
+        SinkPlugin("recording", RecordingSinkConfig, _sink_factory),
+        SourcePlugin("crashing", CrashingSourceConfig, _source_factory),
+        SourcePlugin("toggle", ToggleSourceConfig, ToggleSource),
+    ):
         yield
-    finally:
-        for k in keys:
-            plugins._cache.pop(k, None)

@@ -6,7 +6,6 @@ import asyncio
 import math
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from gateway.model import Batch, Quality, Sample
 from gateway.runtime import Runtime
 from simulators.modbus.config import SimulatorConfig
 from simulators.modbus.server import running_simulator
-from tests import fakes
 from tests.fakes import RecordingSink
 from tests.servers import free_port
 
@@ -130,11 +128,6 @@ async def test_every_type_and_order_round_trips_exactly() -> None:
     assert got[("plc", "temp")].value == -215  # raw: the engine applies scale 0.1 (checked below)
     assert got[("plc", "coil_on")].value is True and got[("plc", "di_off")].value is False
     assert got[("plc", "ir")].value == 0.5
-
-
-@pytest.fixture
-def fake_plugins() -> Iterator[None]:
-    yield from fakes.install()
 
 
 async def test_scaled_value_through_the_runtime(tmp_path: Path, fake_plugins: None) -> None:

@@ -4,7 +4,6 @@ a write through the runtime's writer (limits and inverse scale applied before th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,11 @@ import yaml
 from gateway.config.loader import load_config
 from gateway.errors import WriteError
 from gateway.runtime import Runtime
-from tests import fakes
 from tests.fakes import RecordingSink
 from tests.integration.opcua_support import simulator
 from tests.waiting import until as wait_until
 
 NS = "urn:test:runtime"
-
-
-@pytest.fixture
-def fake_plugins() -> Iterator[None]:
-    yield from fakes.install()
 
 
 @pytest.mark.timeout(60)

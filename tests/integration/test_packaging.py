@@ -10,23 +10,15 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import yaml
 
 from gateway.config.loader import load_config
 from gateway.runtime import Runtime
-from tests import fakes
 from tests.fakes import ToggleSource
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def fake_plugins() -> Iterator[None]:
-    yield from fakes.install()
 
 
 def healthcheck_command(port: int) -> list[str]:

@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,11 +23,6 @@ from gateway.runtime import Runtime
 from tests import fakes
 from tests.fakes import RecordingSink
 from tests.waiting import until as wait_until
-
-
-@pytest.fixture
-def fake_plugins() -> Iterator[None]:
-    yield from fakes.install()
 
 
 def write_config(tmp_path: Path, cfg: dict[str, object]) -> Path:

@@ -7,7 +7,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,8 @@ from gateway.config.loader import load_config
 from gateway.live import LiveTags
 from gateway.model import Quality, Sample
 from gateway.runtime import Runtime
-from tests import fakes
 from tests.fakes import RecordingSink, ToggleSource
 from tests.waiting import until
-
-
-@pytest.fixture
-def fake_plugins() -> Iterator[None]:
-    yield from fakes.install()
 
 
 def write(path: Path, cfg: dict[str, Any]) -> Path:

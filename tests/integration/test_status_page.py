@@ -16,7 +16,6 @@ from gateway.config.loader import load_config
 from gateway.runtime import Runtime
 from simulators.modbus.config import SimulatorConfig
 from simulators.modbus.server import ModbusSimulator
-from tests import fakes
 from tests.servers import free_port
 from tests.webdriver import Browser
 
@@ -25,11 +24,6 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 DEVICE_STATES = "return [...document.querySelectorAll('#devices tbody tr')].map(r => [r.dataset.device, r.className])"
 TAG_VALUE = ("const r = document.querySelector(`#tags tr[data-tag='${arguments[0]}'] td.value`); "
              "return r && r.textContent")
-
-
-@pytest.fixture
-def fake_plugins() -> Iterator[None]:
-    yield from fakes.install()
 
 
 @pytest.fixture

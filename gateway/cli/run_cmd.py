@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-watch", action="store_true", help="reload only on SIGHUP, not when the file changes")
     p.add_argument("--summary", action=argparse.BooleanOptionalAction, default=None,
                    help="a live summary on stdout (devices, tags, values/s, quality, spool); "
-                   "default: on when stdout is a terminal")
+                   "default: on when stdout is a terminal, and for the embedded default")
     p.set_defaults(handler=run)
 
 
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if (empty := cfg.empty_problem()) is not None:
         print(empty, file=sys.stderr)
         return 2
-    summary = args.summary if args.summary is not None else sys.stdout.isatty()
+    # on a terminal always; in a pipe for the demo (no -c), whose summary is how a first user sees data flow
+    summary = args.summary if args.summary is not None else (not args.config or sys.stdout.isatty())
     block = None
     if summary and sys.stdout.isatty():
         from gateway.console import LiveBlock

@@ -7,6 +7,16 @@ import pytest
 
 from tests.servers import Mosquitto, VictoriaMetrics, mosquitto, victoria_metrics
 
+_INTEGRATION_DIRS = ("integration", "interop")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration and tests/interop talks to real servers: mark it so
+    (``-m "not integration"`` runs the fast unit tests alone)."""
+    for item in items:
+        if any(part in _INTEGRATION_DIRS for part in item.path.relative_to(config.rootpath).parts[:2]):
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(scope="session")
 def mosquitto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:

@@ -13,11 +13,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     EDGEGW_HTTP__BIND=0.0.0.0
 
 WORKDIR /opt/edge-gateway
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY gateway ./gateway
 COPY connectors ./connectors
 COPY simulators ./simulators
-RUN pip install . \
+RUN pip install -c requirements.lock ".[all]" \
  && useradd --system --home-dir /var/lib/edge-gateway --shell /usr/sbin/nologin edgegw \
  && mkdir -p /etc/edge-gateway /var/lib/edge-gateway \
  && chown edgegw:edgegw /var/lib/edge-gateway

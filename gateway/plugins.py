@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+import importlib.util
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -61,6 +62,10 @@ class SourcePlugin(Generic[SrcCfg]):
     config_model: type[SrcCfg]
     factory: Callable[[str, SrcCfg, BuildContext], Source]
     description: str = ""
+    requires: tuple[str, ...] = ()
+    """Top-level modules the factory imports (a protocol library), checked when a config names the kind."""
+    extra: str = ""
+    """The package extra that installs them (``pip install 'shopfloor-edge-gateway[<extra>]'``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,8 @@ class SinkPlugin(Generic[SnkCfg]):
     config_model: type[SnkCfg]
     factory: Callable[[str, SnkCfg, BuildContext], Sink]
     description: str = ""
+    requires: tuple[str, ...] = ()
+    extra: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +122,23 @@ def registered(*items: SourcePlugin[Any] | SinkPlugin[Any]) -> Iterator[None]:
     finally:
         for key in keys:
             _registered.pop(key, None)
+
+
+DISTRIBUTION = "shopfloor-edge-gateway"
+
+
+def missing_modules(modules: Iterable[str]) -> list[str]:
+    """Those of ``modules`` that cannot be imported here (looked up, not imported)."""
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def missing_requirement(plugin: SourcePlugin[Any] | SinkPlugin[Any]) -> str | None:
+    """Why ``plugin`` cannot run on this installation (its protocol library is missing), or None."""
+    missing = missing_modules(plugin.requires)
+    if not missing:
+        return None
+    return (f"type {plugin.kind!r} needs {', '.join(missing)}, which is not installed: "
+            f"pip install '{DISTRIBUTION}[{plugin.extra or plugin.kind}]'")
 
 
 def _load(group: str, kind: str, expected: type) -> object:

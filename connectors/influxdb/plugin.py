@@ -21,6 +21,8 @@ def _build(name: str, config: InfluxSinkConfig, ctx: BuildContext) -> Sink:
 
 PLUGIN = SinkPlugin(
     kind="influxdb",
+    requires=("influxdb_client",),
+    extra="influxdb",
     config_model=InfluxSinkConfig,
     factory=_build,
     description="InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics): line protocol, gzip, dead-letters bad points",

@@ -18,6 +18,8 @@ def _build(name: str, config: ModbusSourceConfig, ctx: BuildContext) -> Source:
 
 PLUGIN = SourcePlugin(
     kind="modbus",
+    requires=("pymodbus",),
+    extra="modbus",
     config_model=ModbusSourceConfig,
     factory=_build,
     description="Modbus TCP, RTU over TCP and RTU (serial) devices, polled in planned block reads",

@@ -25,6 +25,8 @@ def _build(name: str, config: MqttSinkConfig, ctx: BuildContext) -> Sink:
 
 PLUGIN = SinkPlugin(
     kind="mqtt",
+    requires=("paho",),
+    extra="mqtt",
     config_model=MqttSinkConfig,
     factory=_build,
     description="MQTT 3.1.1/5 publisher (per-device or per-tag JSON, QoS 0-2, TLS), optional command topic",

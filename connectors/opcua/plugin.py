@@ -18,6 +18,8 @@ def _build(name: str, config: OpcUaSourceConfig, ctx: BuildContext) -> Source:
 
 PLUGIN = SourcePlugin(
     kind="opcua",
+    requires=("asyncua",),
+    extra="opcua",
     config_model=OpcUaSourceConfig,
     factory=_build,
     description="OPC-UA servers: subscriptions or batched reads, nsu=/browse-path addressing, security, recovery",

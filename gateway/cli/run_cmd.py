@@ -15,6 +15,7 @@ from gateway.config.loader import GatewayConfig
 from gateway.http_server import HttpPortTaken
 from gateway.instance_lock import InstanceLocked
 from gateway.logs import configure_logging, get_logger
+from gateway.plugins import DISTRIBUTION, missing_modules
 from gateway.runtime import Runtime, tune_gc
 
 WATCH_EVERY = 2.0
@@ -75,6 +76,10 @@ async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool, block: Any = 
         runtime.claim()  # before anything binds a port: a second gateway is told why in one line
     except InstanceLocked as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
+        return 2
+    if cfg.simulators and (missing := missing_modules(("asyncua", "pymodbus"))):
+        print(f"{cfg.path}: simulators: the simulated lines need {', '.join(missing)}, which is not installed: "
+              f"pip install '{DISTRIBUTION}[modbus,opcua]'", file=sys.stderr)
         return 2
     if cfg.simulators:
         # imported only when a config asks for a simulated line, so a production gateway never loads it

@@ -44,7 +44,15 @@ from gateway.config.base import NAME_PATTERN, Name, SinkConfigBase, SourceConfig
 from gateway.config.errors import Origin, format_errors
 from gateway.config.site import EmbeddedLineConfig, HttpConfig, LogConfig, SiteConfig, SpoolConfig
 from gateway.errors import ConfigError
-from gateway.plugins import SINKS_GROUP, SOURCES_GROUP, PluginError, installed_kinds, sink_plugin, source_plugin
+from gateway.plugins import (
+    SINKS_GROUP,
+    SOURCES_GROUP,
+    PluginError,
+    installed_kinds,
+    missing_requirement,
+    sink_plugin,
+    source_plugin,
+)
 
 ENV_PREFIX = "EDGEGW_"
 ENV_DELIMITER = "__"
@@ -360,7 +368,10 @@ def _used_models(section: str, entries: object, origin: Origin, problems: list[s
             problems.append(origin.line(where, f"expected the name of a {label} type; installed: {installed}"))
         elif kind not in models:
             try:
-                models[kind] = lookup(kind).config_model
+                plugin = lookup(kind)
+                models[kind] = plugin.config_model
+                if (missing := missing_requirement(plugin)) is not None:
+                    problems.append(origin.line(where, f"{label} {missing}"))
             except PluginError as exc:
                 problems.append(origin.line(where, str(exc)))
             except Exception as exc:  # a broken plug-in must not turn `validate` into a traceback

@@ -1,0 +1,50 @@
+"""The arrows that must never exist (ARCHITECTURE.md), checked on every import, lazy ones included.
+
+- ``gateway/`` (the core) imports no connector, simulator, benchmark or test module: plug-ins are found
+  through entry points.
+- ``connectors/`` imports no simulator, benchmark or test module.
+
+``PENDING`` lists the violations that exist today and are being removed (issue 13: the embedded demo
+line becomes a plug-in, benchmarks move to ``bench/``); the test fails on any other, and on a pending
+one that is gone (so the list only shrinks).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = {
+    "gateway": ("connectors", "simulators", "bench", "tests"),
+    "connectors": ("simulators", "bench", "tests"),
+}
+PENDING = {
+    ("gateway/cli/run_cmd.py", "simulators.line.embedded"),
+    ("connectors/recording/cli.py", "simulators.line.embedded"),
+    ("connectors/modbus/bench.py", "simulators.modbus.server"),
+}
+
+
+def imports(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            out.add(str(node.args[0].value))
+    return out
+
+
+def test_no_forbidden_imports() -> None:
+    found = set()
+    for top, banned in FORBIDDEN.items():
+        for path in sorted((ROOT / top).rglob("*.py")):
+            for module in imports(path):
+                if module.split(".")[0] in banned:
+                    found.add((str(path.relative_to(ROOT)), module))
+    assert found - PENDING == set(), "forbidden imports (see ARCHITECTURE.md)"
+    assert PENDING - found == set(), "a pending violation is gone: remove it from PENDING"

@@ -102,8 +102,8 @@ class MqttSinkConfig(SinkConfigBase):
     )
     reconnect_min: Duration = Field(1.0, gt=0, description="first reconnect delay")
     reconnect_max: Duration = Field(
-        10.0, gt=0, description="longest reconnect delay (doubling); short, so a broker that is back for a few"
-        " seconds is caught")
+        5.0, gt=0, description="longest reconnect delay (doubling); short, so a broker that is back is caught"
+        " within seconds (an attempt to a broker that is down costs one refused TCP connect)")
     commands: CommandConfig = Field(default_factory=CommandConfig)
 
     @model_validator(mode="after")

@@ -149,19 +149,22 @@ def test_record_replay_collect_gives_the_recorded_series(tmp_path: Path) -> None
         assert len(got) >= n, (key, n, len(got))
         starts = [i for i in range(n) if all(got[j] == want[(i + j) % n] for j in range(len(got)))]
         assert starts, (key, want, got)
-        # original timing: gaps between consecutive samples agree within 60 ms; a pass lasts the whole
-        # recording's span plus its median gap, so the gap over the loop is what is left of that
+        # original timing: a pass lasts the whole recording's span plus its median gap, so the gap over
+        # the loop is what is left of that. Judged on the median gap error (one late sample on a loaded
+        # 2-core machine is scheduling, not replay timing) and on the total span (replay speed)
         t1 = [s.time_ns for s in first[key]]
         gaps1 = [(b - a) / 1e9 for a, b in itertools.pairwise(t1)]
         wrap = period - (t1[-1] - t1[0]) / 1e9
         t2 = [s.time_ns for s in second[key] if s.quality.label == "good"]
         gaps2 = [(b - a) / 1e9 for a, b in itertools.pairwise(t2)][1:]  # the first sample: subscription time
         # (a periodic signal can match at several starts: the timing must fit one of them)
-        worst = min(
-            max(abs(a - b) for a, b in zip(gaps2, [[*gaps1, wrap][(i + 1 + j) % n] for j in range(len(gaps2))],
-                                             strict=True))
-            for i in starts)
-        assert worst < 0.06, (key, worst)
+        best = min(
+            ((statistics.median(abs(a - b) for a, b in zip(gaps2, want_gaps, strict=True)),
+              abs(sum(gaps2) - sum(want_gaps)) / sum(want_gaps))
+             for want_gaps in ([[*gaps1, wrap][(i + 1 + j) % n] for j in range(len(gaps2))] for i in starts)),
+        )
+        median_error, span_error = best
+        assert median_error < 0.02 and span_error < 0.1, (key, best)
 
 
 @pytest.mark.timeout(90)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +42,12 @@ def test_run_without_arguments_from_an_empty_directory(tmp_path: Path) -> None:
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEGW_", "XDG_"))}
     env["HOME"] = str(home)
+    # the demo's ports, moved to free ones through the documented environment overrides
+    mb, ua, http = free_port(), free_port(), free_port()
+    env |= {"EDGEGW_SIMULATORS__LINE__MODBUS_PORT": str(mb), "EDGEGW_SIMULATORS__LINE__OPCUA_PORT": str(ua),
+            "EDGEGW_SOURCES__LINE_MODBUS__PORT": str(mb), "EDGEGW_HTTP__PORT": str(http)}
+    for device in ("FILLER", "CAPPER", "LABELLER"):
+        env[f"EDGEGW_SOURCES__LINE_OPCUA__DEVICES__{device}__ENDPOINT"] = f"opc.tcp://127.0.0.1:{ua}/line"
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run"], cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = home / ".local" / "share" / "edge-gateway" / "store.db"
@@ -57,6 +67,10 @@ def test_run_without_arguments_from_an_empty_directory(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert machines <= set(rows), rows
+        for port in (mb, ua):  # the simulated line really serves on the ports the environment gave it
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as r:
+            assert r.status == 200
         # the live summary: one line per period when stdout is not a terminal
         while time.monotonic() < deadline + 5 and not any(line.startswith("summary:") for line in lines):
             time.sleep(0.1)

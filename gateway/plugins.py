@@ -87,6 +87,9 @@ class CommandPlugin:
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
     aliases: tuple[str, ...] = field(default=())
+    requires: tuple[str, ...] = ()
+    """Top-level modules ``run`` imports (a protocol library); without them the command says what to install."""
+    extra: str = ""
 
 
 class PluginError(LookupError):
@@ -132,13 +135,14 @@ def missing_modules(modules: Iterable[str]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def missing_requirement(plugin: SourcePlugin[Any] | SinkPlugin[Any]) -> str | None:
+def missing_requirement(plugin: SourcePlugin[Any] | SinkPlugin[Any] | CommandPlugin) -> str | None:
     """Why ``plugin`` cannot run on this installation (its protocol library is missing), or None."""
     missing = missing_modules(plugin.requires)
     if not missing:
         return None
-    return (f"type {plugin.kind!r} needs {', '.join(missing)}, which is not installed: "
-            f"pip install '{DISTRIBUTION}[{plugin.extra or plugin.kind}]'")
+    what = f"command {plugin.name!r}" if isinstance(plugin, CommandPlugin) else f"type {plugin.kind!r}"
+    extra = plugin.extra or (plugin.name if isinstance(plugin, CommandPlugin) else plugin.kind)
+    return f"{what} needs {', '.join(missing)}, which is not installed: pip install '{DISTRIBUTION}[{extra}]'"
 
 
 def _load(group: str, kind: str, expected: type) -> object:

@@ -71,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
 
 SIMULATE_COMMAND = CommandPlugin(
     name="simulate",
+    requires=("asyncua", "pymodbus"),
+    extra="modbus,opcua",
     help="serve a simulated line, a recording, or single devices over Modbus and OPC-UA",
     configure=_configure,
     run=_run,

@@ -322,6 +322,8 @@ def run(args: argparse.Namespace) -> int:
 
 SCAN_COMMAND = CommandPlugin(
     name="scan",
+    requires=("pymodbus",),
+    extra="modbus",
     help="read a Modbus register range and show every type/order decoding side by side",
     configure=configure,
     run=run,

@@ -230,6 +230,8 @@ def _run_pki(args: argparse.Namespace) -> int:
 
 BROWSE_COMMAND = CommandPlugin(
     name="browse",
+    requires=("asyncua",),
+    extra="opcua",
     help="print an OPC-UA server's address space as a tree; --emit-config drafts tag YAML",
     configure=_configure_browse,
     run=_run_browse,
@@ -237,6 +239,8 @@ BROWSE_COMMAND = CommandPlugin(
 
 PKI_COMMAND = CommandPlugin(
     name="pki",
+    requires=("asyncua",),
+    extra="opcua",
     help="OPC-UA certificates: list trusted/rejected server certificates, trust a rejected one",
     configure=_configure_pki,
     run=_run_pki,

@@ -1,8 +1,9 @@
 """``edge-gateway``: the product's command tree.
 
-Built-in commands live beside this module; ``query``, ``scan``, ``browse``, ``pki``, ``simulate`` and
-``record`` arrive as CLI plug-ins from ``connectors/`` and ``simulators/`` (entry-point group
-``edge_gateway.commands``), so the engine never imports a protocol library to build its parser.
+Built-in commands live beside this module; the others (``query``, ``scan``, ``browse``, ``pki``,
+``simulate``, ``record``, ...) register themselves as CLI plug-ins from ``connectors/`` and ``simulators/``
+(entry-point group ``edge_gateway.commands``), so the engine never imports a protocol library to build its
+parser, and a command whose library is not installed says which extra to install.
 """
 
 from __future__ import annotations
@@ -13,17 +14,7 @@ from collections.abc import Callable, Sequence
 
 from gateway import __version__
 from gateway.cli import bench_cmd, config_cmds, run_cmd, write_cmd
-from gateway.plugins import PluginError, command_plugins
-
-# Product command names that a plug-in provides, and which part of the product ships it.
-PLUGIN_COMMANDS = {
-    "query": "the embedded store (connectors.sqlite)",
-    "scan": "the Modbus connector",
-    "browse": "the OPC-UA connector",
-    "pki": "the OPC-UA connector",
-    "simulate": "the simulators",
-    "record": "the recording connector (connectors.recording)",
-}
+from gateway.plugins import PluginError, command_plugins, missing_requirement
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -41,27 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmds.register(sub)
     write_cmd.register(sub)
     bench_cmd.register(sub)
-    provided: set[str] = set()
     try:
-        plugins = command_plugins()
+        plugins = command_plugins()  # the connectors' and simulators' commands register themselves
     except PluginError as exc:  # a broken plug-in must not take the whole CLI down
         print(f"edge-gateway: warning: {exc}", file=sys.stderr)
         plugins = []
     for plugin in plugins:
+        missing = missing_requirement(plugin)
+        if missing is not None:  # listed, and says what to install instead of a traceback
+            p = sub.add_parser(plugin.name, help=f"{plugin.help} (not installed)", add_help=False)
+            p.set_defaults(handler=_not_installed(plugin.name, missing), takes_any_arguments=True)
+            continue
         p = sub.add_parser(plugin.name, help=plugin.help, description=plugin.help, aliases=list(plugin.aliases))
         plugin.configure(p)
         p.set_defaults(handler=plugin.run)
-        provided.add(plugin.name)
-    for name, owner in PLUGIN_COMMANDS.items():
-        if name not in provided:
-            p = sub.add_parser(name, help=f"(not installed: provided by {owner})", add_help=False)
-            p.set_defaults(handler=_not_installed(name, owner), takes_any_arguments=True)
     return parser
 
 
-def _not_installed(name: str, owner: str) -> Handler:
+def _not_installed(name: str, why: str) -> Handler:
     def handler(_: argparse.Namespace) -> int:
-        print(f"edge-gateway {name}: provided by {owner}, which is not installed in this build", file=sys.stderr)
+        print(f"edge-gateway {name}: {why}", file=sys.stderr)
         return 2
 
     return handler

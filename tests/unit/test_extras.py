@@ -49,3 +49,27 @@ def test_a_kind_whose_library_is_missing_is_refused_with_the_extra(tmp_path: Pat
     assert (f"{cfg}: sources.line.type: source type 'toggle' needs no_such_protocol_lib, which is not installed: "
             "pip install 'shopfloor-edge-gateway[toggle]'") in err
     assert "Traceback" not in err
+
+
+def test_a_command_whose_library_is_missing_says_what_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import gateway.cli.main as cli
+
+    def never(_: object) -> int:
+        raise AssertionError("must not run without its library")
+
+    fake = plugins.CommandPlugin(name="scanx", help="scan something", configure=lambda p: None, run=never,
+                                 requires=("no_such_protocol_lib",), extra="modbus")
+    monkeypatch.setattr(cli, "command_plugins", lambda: [fake])
+    assert cli.main(["scanx", "--anything", "here"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("edge-gateway scanx: command 'scanx' needs no_such_protocol_lib, which is not installed: "
+                           "pip install 'shopfloor-edge-gateway[modbus]'")
+
+
+def test_every_plugin_command_is_listed_without_a_hard_coded_table() -> None:
+    import gateway.cli.main as cli
+
+    names = set(cli.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert {"query", "scan", "browse", "pki", "simulate", "record", "run", "validate", "write"} <= names
+    assert not hasattr(cli, "PLUGIN_COMMANDS")

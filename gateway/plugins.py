@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.model import Value
+from gateway.services import SERVICES_GROUP, ServicePlugin
 
 if TYPE_CHECKING:
     import structlog
@@ -135,7 +136,7 @@ def missing_modules(modules: Iterable[str]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
-def missing_requirement(plugin: SourcePlugin[Any] | SinkPlugin[Any] | CommandPlugin) -> str | None:
+def missing_requirement(plugin: SourcePlugin[Any] | SinkPlugin[Any] | CommandPlugin | ServicePlugin) -> str | None:
     """Why ``plugin`` cannot run on this installation (its protocol library is missing), or None."""
     missing = missing_modules(plugin.requires)
     if not missing:
@@ -171,6 +172,12 @@ def source_plugin(kind: str) -> SourcePlugin[SourceConfigBase]:
 def sink_plugin(kind: str) -> SinkPlugin[SinkConfigBase]:
     obj = _load(SINKS_GROUP, kind, SinkPlugin)
     assert isinstance(obj, SinkPlugin)
+    return obj
+
+
+def service_plugin(kind: str) -> ServicePlugin:
+    obj = _load(SERVICES_GROUP, kind, ServicePlugin)
+    assert isinstance(obj, ServicePlugin)
     return obj
 
 

@@ -19,10 +19,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.config.base import parse_duration
 from gateway.plugins import CommandPlugin
+from gateway.services import ServiceError, serve_simulators
 
 if TYPE_CHECKING:
     from gateway.config.loader import GatewayConfig
@@ -112,15 +113,11 @@ async def _main(cfg: GatewayConfig, duration: float | None, out: Path) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    lines: list[Any] = []
-    if cfg.simulators:  # a config that serves its own simulated line: record that line
-        from simulators.line.embedded import EmbeddedLineError, config_base, start_lines
-
-        try:
-            lines = await start_lines(cfg.simulators, config_base(cfg))
-        except EmbeddedLineError as exc:
-            print(f"{cfg.path}: {exc}", file=sys.stderr)
-            return 2
+    try:  # a config that serves its own simulated line: record that line
+        lines = await serve_simulators(cfg)
+    except ServiceError as exc:
+        print(f"{cfg.path}: {exc}", file=sys.stderr)
+        return 2
     runtime = Runtime(cfg)
     try:
         left = await record(runtime, stop, duration)
@@ -128,10 +125,8 @@ async def _main(cfg: GatewayConfig, duration: float | None, out: Path) -> int:
         print(f"{PROG}: the gateway stopped: {exc!r}", file=sys.stderr)
         return 1
     finally:
-        if lines:
-            from simulators.line.embedded import stop_lines
-
-            await stop_lines(lines)
+        if lines is not None:
+            await lines.stop()
     sink = runtime.sinks.get(SINK_NAME)
     assert isinstance(sink, RecordSink)
     print(f"recorded {sink.samples} samples of {sink.tags} tags from {sink.devices} devices to {sink.path or out}",

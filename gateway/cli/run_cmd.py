@@ -15,8 +15,8 @@ from gateway.config.loader import GatewayConfig
 from gateway.http_server import HttpPortTaken
 from gateway.instance_lock import InstanceLocked
 from gateway.logs import configure_logging, get_logger
-from gateway.plugins import DISTRIBUTION, missing_modules
 from gateway.runtime import Runtime, tune_gc
+from gateway.services import ServiceError, serve_simulators
 
 WATCH_EVERY = 2.0
 
@@ -70,29 +70,19 @@ async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool, block: Any = 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
-    lines: list[Any] = []
     runtime = Runtime(cfg)
     try:
         runtime.claim()  # before anything binds a port: a second gateway is told why in one line
     except InstanceLocked as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return 2
-    if cfg.simulators and (missing := missing_modules(("asyncua", "pymodbus"))):
-        print(f"{cfg.path}: simulators: the simulated lines need {', '.join(missing)}, which is not installed: "
-              f"pip install '{DISTRIBUTION}[modbus,opcua]'", file=sys.stderr)
+    try:
+        lines = await serve_simulators(cfg)  # the simulated lines a demo config serves, via their plug-in
+    except ServiceError as exc:
+        print(f"{cfg.path}: {exc}", file=sys.stderr)
         return 2
-    if cfg.simulators:
-        # imported only when a config asks for a simulated line, so a production gateway never loads it
-        from simulators.line.embedded import EmbeddedLineError, config_base, start_lines
-
-        try:
-            lines = await start_lines(cfg.simulators, config_base(cfg))
-        except EmbeddedLineError as exc:
-            print(f"{cfg.path}: {exc}", file=sys.stderr)
-            return 2
-        get_logger("gateway.run").info("simulated lines serving", lines=[
-            f"{name}: modbus {s.placement.host}:{s.placement.modbus_port}, {s.opcua_url}"
-            for name, s in zip(cfg.simulators, lines, strict=True)])
+    if lines is not None:
+        get_logger("gateway.run").info("simulated lines serving", lines=lines.describe())
     tasks = [asyncio.create_task(_watch(cfg.path, reload))] if watch else []
     if summary:
         from gateway.console import summary_loop
@@ -108,10 +98,8 @@ async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool, block: Any = 
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if lines:
-            from simulators.line.embedded import stop_lines
-
-            await stop_lines(lines)
+        if lines is not None:
+            await lines.stop()
     return 0
 
 

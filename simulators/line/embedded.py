@@ -7,11 +7,12 @@ from pathlib import Path
 
 from gateway.config.loader import GatewayConfig
 from gateway.config.site import EmbeddedLineConfig
+from gateway.services import ServiceError
 from simulators.line.server import LineServer, Placement
 
 
-class EmbeddedLineError(Exception):
-    pass
+class EmbeddedLineError(ServiceError):
+    """A simulated line could not be served (its scenario, its ports)."""
 
 
 async def start_lines(lines: Mapping[str, EmbeddedLineConfig], base: Path) -> list[LineServer]:

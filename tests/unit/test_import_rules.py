@@ -4,8 +4,8 @@
   through entry points.
 - ``connectors/`` imports no simulator, benchmark or test module.
 
-``PENDING`` lists the violations that exist today and are being removed (issue 13: the embedded demo
-line becomes a plug-in, benchmarks move to ``bench/``); the test fails on any other, and on a pending
+``PENDING`` lists the violations that exist today and are being removed (issue 13: benchmarks move
+to ``bench/``); the test fails on any other, and on a pending
 one that is gone (so the list only shrinks).
 """
 
@@ -20,8 +20,6 @@ FORBIDDEN = {
     "connectors": ("simulators", "bench", "tests"),
 }
 PENDING = {
-    ("gateway/cli/run_cmd.py", "simulators.line.embedded"),
-    ("connectors/recording/cli.py", "simulators.line.embedded"),
     ("connectors/modbus/bench.py", "simulators.modbus.server"),
 }
 

@@ -624,16 +624,20 @@ class Spool:
             self.metrics.spool_commit_seconds.observe(seconds)
         for kind, count in res.errors.items():
             self._error(kind, count)
+        done = job.gen
         if self._gaps_dirty:
-            self._request()  # persist what the full sinks skipped
+            # Persist what the full sinks skipped in the next commit; a flush waiting on this one waits for
+            # that one too (one round more, never longer), so what it returns on is on disk, gaps included.
+            self._request()
+            done = job.gen - 1
         self.drops.log_due()
-        self._done_gen = job.gen
+        self._done_gen = done
         if self._waiters:
             still = []
             for target, fut in self._waiters:
                 if fut.done():
                     continue
-                if target <= job.gen:
+                if target <= done:
                     fut.set_result(None)
                 else:
                     still.append((target, fut))

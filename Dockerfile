@@ -17,6 +17,7 @@ COPY pyproject.toml README.md requirements.lock ./
 COPY gateway ./gateway
 COPY connectors ./connectors
 COPY simulators ./simulators
+COPY bench ./bench
 RUN pip install -c requirements.lock ".[all]" \
  && useradd --system --home-dir /var/lib/edge-gateway --shell /usr/sbin/nologin edgegw \
  && mkdir -p /etc/edge-gateway /var/lib/edge-gateway \

@@ -4,53 +4,17 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.servers import binary, free_port, stop_processes, wait_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 15.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {deadline_s}s")
-
-
-def _binary(name: str, *extra_dirs: str) -> str:
-    found = shutil.which(name) or next(
-        (str(Path(d) / name) for d in extra_dirs if (Path(d) / name).exists()), None
-    )
-    if not found:
-        raise RuntimeError(f"{name} is not installed: run the tests with ./dev test (installs it as root)")
-    return found
-
-
-def stop_process(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+__all__ = ["Mosquitto", "VictoriaMetrics", "free_port", "mosquitto", "stop_processes", "victoria_metrics",
+           "wait_port"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +28,7 @@ def mosquitto(workdir: Path, *, port: int | None = None, listener_config: str = 
               allow_anonymous: bool = True) -> Iterator[Mosquitto]:
     """Start mosquitto; pass the ``port`` and ``workdir`` of a stopped one to restart it with its
     persisted sessions. ``listener_config`` adds lines after the listener (TLS files, password_file)."""
-    binary = _binary("mosquitto", "/usr/sbin")
+    exe = binary("mosquitto")
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "mosquitto.conf"
@@ -73,12 +37,12 @@ def mosquitto(workdir: Path, *, port: int | None = None, listener_config: str = 
         f"allow_anonymous {str(allow_anonymous).lower()}\nuser root\n"
         f"persistence true\npersistence_location {workdir}/\nmax_queued_messages 1000000\n"
     )
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_port(port, proc)
+        wait_port(port, proc)
         yield Mosquitto(port, workdir)
     finally:
-        stop_process(proc)
+        stop_processes([proc])
 
 
 @dataclass(frozen=True)
@@ -96,16 +60,16 @@ class VictoriaMetrics:
 @contextmanager
 def victoria_metrics(workdir: Path, *, port: int | None = None) -> Iterator[VictoriaMetrics]:
     """Start VictoriaMetrics; pass the ``port`` and ``workdir`` of a stopped one to restart it."""
-    binary = _binary("victoria-metrics")
+    exe = binary("victoria-metrics")
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir}", "-retentionPeriod=100y",
+        [exe, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir}", "-retentionPeriod=100y",
          "-loggerLevel=ERROR"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
-        wait_for_port(port, proc)
+        wait_port(port, proc)
         yield VictoriaMetrics(port)
     finally:
-        stop_process(proc)
+        stop_processes([proc])

@@ -1,7 +1,8 @@
 """``edge-gateway``: the product's command tree.
 
 Built-in commands live beside this module; the others (``query``, ``scan``, ``browse``, ``pki``,
-``simulate``, ``record``, ...) register themselves as CLI plug-ins from ``connectors/`` and ``simulators/``
+``simulate``, ``record``, ``bench``, ...) register themselves as CLI plug-ins from ``connectors/``,
+``simulators/`` and ``bench/``
 (entry-point group ``edge_gateway.commands``), so the engine never imports a protocol library to build its
 parser, and a command whose library is not installed says which extra to install.
 """
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
-from gateway.cli import bench_cmd, config_cmds, run_cmd, write_cmd
+from gateway.cli import config_cmds, run_cmd, write_cmd
 from gateway.plugins import PluginError, command_plugins, missing_requirement
 
 Handler = Callable[[argparse.Namespace], int]
@@ -31,7 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.register(sub)
     config_cmds.register(sub)
     write_cmd.register(sub)
-    bench_cmd.register(sub)
     try:
         plugins = command_plugins()  # the connectors' and simulators' commands register themselves
     except PluginError as exc:  # a broken plug-in must not take the whole CLI down

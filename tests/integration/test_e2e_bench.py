@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.benchmark.result import BenchResult
+from bench.result import BenchResult
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def test_e2e_small_run_loses_nothing_and_writes_its_report(tmp_path: Path) -> None:
     tags, duration = 200, 4.0
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.benchmark.worker", "e2e",
+        [sys.executable, "-m", "bench.worker", "e2e",
          json.dumps({"tags": tags, "duration": duration, "out": str(tmp_path)})],
         capture_output=True, text=True, timeout=110, check=False,
     )

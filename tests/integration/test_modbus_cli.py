@@ -12,7 +12,7 @@ import yaml
 
 from connectors.modbus.cli import render
 from simulators.modbus.server import start_subprocess
-from tests.servers import free_port, wait_for_port
+from tests.servers import free_port, wait_port
 
 SIM = {"devices": {"plc": {"unit": 4, "tags": [
     {"name": "f", "address": 0, "type": "float32", "order": "CDAB", "signal": "constant", "value": 3.5},
@@ -33,7 +33,7 @@ def simulator(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     proc = start_subprocess(desc, port=port)
     try:
-        wait_for_port(port, proc)
+        wait_port(port, proc)
         yield port
     finally:
         proc.terminate()

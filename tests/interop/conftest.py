@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import free_port, stop_process
+from tests.servers import free_port, stop_processes
 
 HERE = Path(__file__).parent
 
@@ -37,4 +37,4 @@ def node_opcua_url() -> Iterator[str]:
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield f"opc.tcp://127.0.0.1:{port}/interop"
     finally:
-        stop_process(proc)
+        stop_processes([proc])

@@ -1,4 +1,4 @@
-"""Child-process entry of the harness: ``python -m gateway.benchmark.worker SCENARIO PARAMS_JSON``.
+"""Child-process entry of the harness: ``python -m bench.worker SCENARIO PARAMS_JSON``.
 
 Runs one scenario and prints its ``BenchResult`` as one JSON line on stdout.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from gateway.benchmark.scenarios import SCENARIOS
+from bench.scenarios import SCENARIOS
 from gateway.runtime import tune_gc
 
 

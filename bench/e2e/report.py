@@ -8,8 +8,8 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.benchmark.plot import Panel, Series, svg_panels
-from gateway.benchmark.result import BenchResult
+from bench.plot import Panel, Series, svg_panels
+from bench.result import BenchResult
 
 HEADER = (
     "| tags (Modbus + OPC-UA) | offered values/s | produced (read by the gateway) /s | delivered values/s | "

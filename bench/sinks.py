@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.benchmark.result import BenchResult, ProcessMeter
-from gateway.benchmark.running import start_runtime
-from gateway.benchmark.servers import Server as _Server
-from gateway.benchmark.servers import servers as _servers
+from bench.result import BenchResult, ProcessMeter
+from bench.running import start_runtime
+from bench.servers import Server as _Server
+from bench.servers import servers as _servers
 
 
 def _config(tmp: Path, rate: int, mq_port: int, vm_port: int) -> Path:

@@ -1,5 +1,6 @@
-"""Helpers shared by scenarios that run servers beside the gateway: free ports, waiting for a listener,
-mosquitto and VictoriaMetrics processes that can be stopped and started again, another process's CPU time.
+"""Server processes beside the gateway, for the benchmarks and the tests (``tests/servers.py`` builds its
+fixtures on these): free ports, waiting for a listener, mosquitto and VictoriaMetrics processes that can be
+stopped and started again, another process's CPU time. A missing binary is an error, never a skip.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def cpu_of(pid: int) -> float:
 def binary(name: str) -> str:
     found = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
     if found is None:
-        raise RuntimeError(f"{name} is not installed (apt-get install {name})")
+        raise RuntimeError(f"{name} is not installed: `./dev test` installs it (apt-get install {name})")
     return found
 
 

@@ -17,10 +17,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.benchmark.result import BenchResult, ProcessMeter
-from gateway.benchmark.servers import cpu_of as _cpu_of
-from gateway.benchmark.servers import free_port as _free_port
-from gateway.benchmark.servers import stop_processes, wait_port
+from bench.result import BenchResult, ProcessMeter
+from bench.servers import cpu_of as _cpu_of
+from bench.servers import free_port as _free_port
+from bench.servers import stop_processes, wait_port
 
 
 def _write_files(tmp: Path, port: int, devices: int, tags: int, interval: float) -> tuple[Path, Path]:

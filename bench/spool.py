@@ -108,7 +108,7 @@ def run_spool_benchmark(kind: Literal["append", "drain", "both"], samples: int, 
     return asyncio.run(_run(kind, samples, batch_size, Path(path)))
 
 
-if __name__ == "__main__":  # python -m gateway.spool_bench [SAMPLES] [BATCH]
+if __name__ == "__main__":  # python -m bench.spool [SAMPLES] [BATCH]
     import sys
     import tempfile
 

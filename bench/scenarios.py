@@ -2,7 +2,7 @@
 
 Targets (issue "engine core"), on one core: 200,000 samples/s appended to the spool, 200,000 samples/s
 drained from it to a sink, and 100,000 samples/s in and out at once from the synthetic source through
-processing. The end-to-end scenarios (simulators, MQTT, the time-series store) live in ``gateway.benchmark.e2e``.
+processing. The end-to-end scenarios (simulators, MQTT, the time-series store) live in ``bench.e2e``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.benchmark.result import BenchResult, ProcessMeter
+from bench.result import BenchResult, ProcessMeter
 
 
 def _lazy(module: str, function: str) -> Callable[[dict[str, Any]], BenchResult]:
@@ -39,7 +39,7 @@ class Scenario:
 
 def _spool(kind: str, target: str) -> Callable[[dict[str, Any]], BenchResult]:
     def run(params: dict[str, Any]) -> BenchResult:
-        from gateway.spool_bench import run_spool_benchmark
+        from bench.spool import run_spool_benchmark
 
         samples = int(params.get("samples", 2_000_000))
         batch = int(params.get("batch", 1000))
@@ -107,7 +107,7 @@ def _pipeline(sink: str, target: str) -> Callable[[dict[str, Any]], BenchResult]
 
 async def _measure_runtime(path: Path, duration: float, target: str, name: str,
                            notes: dict[str, float | int | str]) -> BenchResult:
-    from gateway.benchmark.running import start_runtime
+    from bench.running import start_runtime
 
     runtime, stop, task = await start_runtime(path)
     await asyncio.sleep(2.0)  # warm-up: connections, first ticks, caches
@@ -139,18 +139,18 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("pipeline-store", "synthetic source -> processing -> spool -> embedded sqlite store",
                  _pipeline("sqlite", "informative")),
         Scenario("modbus", "10 simulated devices x 1,000 float32 tags polled every second -> discard sink",
-                 _lazy("connectors.modbus.bench", "run_modbus")),
+                 _lazy("bench.modbus", "run_modbus")),
         Scenario("modbus-ceiling", "the modbus scenario with shorter intervals until the gateway falls behind",
-                 _lazy("connectors.modbus.bench", "run_ceiling")),
+                 _lazy("bench.modbus", "run_ceiling")),
         Scenario("opcua", "10,000 OPC-UA monitored items changing every second (simulator process) -> discard sink",
-                 _lazy("connectors.opcua.bench", "run_opcua")),
+                 _lazy("bench.opcua", "run_opcua")),
         Scenario("sinks", "synthetic --rate -> spool -> MQTT (per device, QoS 1) + InfluxDB (VictoriaMetrics); "
                  "then a 60 s outage of both uplinks at 10,000/s and the rate the backlog drains",
-                 _lazy("connectors.mqtt.bench", "run_sinks")),
+                 _lazy("bench.sinks", "run_sinks")),
         Scenario("e2e", "-p tags=N (10000) half Modbus, half OPC-UA at 1 s, simulators in their own processes -> "
                  "MQTT + VictoriaMetrics -> a test subscriber: values/s, CPU, RSS, latency p50/p99, loss",
-                 _lazy("gateway.benchmark.e2e.scenario", "run_e2e")),
+                 _lazy("bench.e2e.scenario", "run_e2e")),
         Scenario("e2e-sweep", "e2e at -p tags=500,2000,10000,50000 (-p duration=20 each); writes -p out=bench/ "
-                 "e2e.md, e2e.svg and appends to RESULTS.md", _lazy("gateway.benchmark.e2e.scenario", "run_sweep")),
+                 "e2e.md, e2e.svg and appends to RESULTS.md", _lazy("bench.e2e.scenario", "run_sweep")),
     )
 }

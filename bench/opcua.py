@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gateway.benchmark.result import BenchResult, ProcessMeter
-from gateway.benchmark.servers import cpu_of as _cpu_of
-from gateway.benchmark.servers import free_port as _free_port
-from gateway.benchmark.servers import stop_processes
+from bench.result import BenchResult, ProcessMeter
+from bench.servers import cpu_of as _cpu_of
+from bench.servers import free_port as _free_port
+from bench.servers import stop_processes
 
 NS = "urn:edge-gateway:bench"
 
@@ -66,8 +66,8 @@ def _percentile(sorted_values: list[int], q: float) -> float:
 
 
 async def _measure(cfg_path: Path, sim_pids: list[int], duration: float, expected: int) -> dict[str, Any]:
+    from bench.running import start_runtime
     from connectors.opcua.source import OpcUaSource
-    from gateway.benchmark.running import start_runtime
     from gateway.model import Batch
     from gateway.spool import Spool
 

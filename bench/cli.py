@@ -10,14 +10,14 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.benchmark.result import HEADER, BenchResult, markdown_row
-from gateway.benchmark.scenarios import SCENARIOS
+from bench.result import HEADER, BenchResult, markdown_row
+from bench.scenarios import SCENARIOS
+from gateway.plugins import CommandPlugin
 
 
-def register(sub: Any) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     names = ", ".join(SCENARIOS)
-    p = sub.add_parser("bench", help="run a benchmark scenario and print a Markdown table",
-                       description=f"Scenarios: {names}; 'all' runs every engine scenario.")
+    p.description = f"Scenarios: {names}; 'all' runs every engine scenario."
     p.add_argument("scenario", nargs="+", metavar="SCENARIO", help=f"one of: {names}, all")
     p.add_argument("--samples", type=int, help="samples per run (spool scenarios)")
     p.add_argument("--batch", type=int, help="samples per batch (spool scenarios; default 1000)")
@@ -26,7 +26,6 @@ def register(sub: Any) -> None:
     p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
                    help="any other scenario parameter, e.g. -p outage=10 (numbers are parsed)")
     p.add_argument("--output", "-o", metavar="FILE", help="also append the table to FILE (Markdown)")
-    p.set_defaults(handler=bench)
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -65,9 +64,16 @@ def run_in_child(name: str, params: dict[str, Any]) -> BenchResult:
     """Each scenario in a fresh interpreter, so CPU and peak RSS are that scenario's alone."""
     env = dict(os.environ, PYTHONHASHSEED="0")
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.benchmark.worker", name, json.dumps(params)],
+        [sys.executable, "-m", "bench.worker", name, json.dumps(params)],
         capture_output=True, text=True, env=env, check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(f"edge-gateway bench: scenario {name} failed:\n{proc.stderr.strip()}")
     return BenchResult.from_json(proc.stdout.strip().splitlines()[-1])
+
+
+# The harness drives every protocol (simulators, brokers, the store), so it needs the bench extra.
+BENCH_COMMAND = CommandPlugin(
+    name="bench", help="run a benchmark scenario and print a Markdown table", configure=configure, run=bench,
+    requires=("pymodbus", "asyncua", "paho", "influxdb_client"), extra="bench",
+)

@@ -2,5 +2,5 @@
 
 ``scenario`` runs one point or the sweep, ``layout`` splits the tags over simulator processes and writes the
 files, ``report`` writes the Markdown and the plot. The test subscriber (paho) is
-``connectors.mqtt.bench_subscriber``: gateway/ imports no protocol library.
+``bench.subscriber``: gateway/ imports no protocol library.
 """

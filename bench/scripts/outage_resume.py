@@ -1,4 +1,6 @@
-"""How much of an uplink outage reaches the broker after it, with a spool too small to hold it all.
+"""(A script run from a checkout, not part of the installed harness: it uses the tests' helpers.)
+
+How much of an uplink outage reaches the broker after it, with a spool too small to hold it all.
 
 A gateway (its own process) collects 10,000 samples/s (100 tags every 10 ms) and publishes them to a real
 mosquitto at QoS 1 through a spool sized for about 16 s of data (``overflow: drop_oldest``). The broker
@@ -6,7 +8,7 @@ is stopped for ``--outage`` seconds (60) and restarted; a subscriber with a pers
 per sample, what arrives. The figure: samples stamped during the outage that reached the subscriber,
 and how long after the broker came back the first of them arrived.
 
-    python bench/outage_resume.py [--outage 60] [--gateway-root DIR]
+    python bench/scripts/outage_resume.py [--outage 60] [--gateway-root DIR]
 
 ``--gateway-root`` runs another checkout's gateway (e.g. a ``git worktree`` of an older commit) with this
 venv, for a before/after comparison.
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.integration.mqtt_subscriber import Subscriber  # noqa: E402

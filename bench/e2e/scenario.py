@@ -1,7 +1,7 @@
 """``edge-gateway bench e2e``: simulators (separate processes) -> gateway -> MQTT + VictoriaMetrics -> a subscriber.
 
 The gateway runs in this (measured) process; the Modbus and OPC-UA simulators, mosquitto, VictoriaMetrics and
-the test subscriber (``connectors.mqtt.bench_subscriber``) each in their own. After a warm-up the measured
+the test subscriber (``bench.subscriber``) each in their own. After a warm-up the measured
 window [T0, T1) is fixed in wall-clock ms; what counts is the samples whose source timestamp lies in it:
 
 - produced: counted as the gateway's source pipelines receive them (a patched ``SourcePipeline.__call__``,
@@ -38,9 +38,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
-from gateway.benchmark.e2e.layout import Layout
-from gateway.benchmark.result import BenchResult, ProcessMeter
-from gateway.benchmark.servers import Server, cpu_of, free_port, servers, stop_processes, wait_port
+from bench.e2e.layout import Layout
+from bench.result import BenchResult, ProcessMeter
+from bench.servers import Server, cpu_of, free_port, servers, stop_processes, wait_port
 
 TARGET = "10k tags: <= 20% CPU, <= 100 MB RSS; 50k tags held without loss; p99 < 100 ms at 10k/s"
 _BUCKET_NS = 100_000  # latency histograms in 0.1 ms buckets
@@ -96,7 +96,7 @@ def percentile(hist: Counter[int] | dict[int, int], q: float) -> float:
 
 
 def _start_subscriber(port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "connectors.mqtt.bench_subscriber", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "bench.subscriber", str(port)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = _readline(proc.stdout, 20)
     if line.strip() != "ready":
@@ -150,7 +150,7 @@ def _vm_count(port: int, t0_ms: int, t1_ms: int) -> int:
 
 async def _measure(layout: Layout, cfg_path: Path, duration: float, sub: subprocess.Popen[str],
                    others: dict[str, list[int]]) -> dict[str, Any]:
-    from gateway.benchmark.running import start_runtime
+    from bench.running import start_runtime
 
     window = _Window()
     original = window.install()
@@ -238,7 +238,7 @@ def run_e2e(params: dict[str, Any]) -> BenchResult:
     result = _result(layout, fig, duration, publishing)
     out = params.get("out")
     if out:
-        from gateway.benchmark.e2e.report import write_report
+        from bench.e2e.report import write_report
 
         write_report(Path(str(out)), [result], _command(params, "e2e"), append_results=False)
     return result
@@ -312,8 +312,8 @@ def _result(layout: Layout, fig: dict[str, Any], duration: float, publishing: fl
 def run_sweep(params: dict[str, Any]) -> BenchResult:
     """The e2e scenario at each of ``tags`` (default 500, 2000, 10000, 50000), each in a fresh interpreter so its
     CPU and peak RSS are its own; writes ``out``/e2e.md, e2e.svg and appends to ``out``/RESULTS.md."""
-    from gateway.benchmark.e2e.report import write_report
-    from gateway.cli.bench_cmd import run_in_child
+    from bench.cli import run_in_child
+    from bench.e2e.report import write_report
 
     raw = params.get("tags", "500,2000,10000,50000")
     points = [int(t) for t in (raw if isinstance(raw, list) else str(raw).split(","))]

@@ -1,7 +1,7 @@
 """The e2e benchmark's test subscriber (paho lives with the MQTT connector, not in gateway/), in its own
 process so its CPU is not the gateway's.
 
-``python -m connectors.mqtt.bench_subscriber PORT``: subscribes to ``#`` (QoS 1) on the broker at
+``python -m bench.subscriber PORT``: subscribes to ``#`` (QoS 1) on the broker at
 127.0.0.1:PORT, prints ``ready``, then reads commands from stdin, one per line:
 
 - ``window T0_MS T1_MS``: from now on count the values whose sample timestamp is in [T0, T1) (ms since

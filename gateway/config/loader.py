@@ -108,15 +108,16 @@ class GatewayConfig(StrictModel):
 
 
 class _EnvSource(EnvSettingsSource):
-    """Environment variables from a given mapping; remembers the value whose JSON failed to decode."""
+    """Environment variables from a given mapping; remembers the value whose JSON failed to decode.
+
+    Only public API: the constructor, then ``env_vars`` (the mapping every lookup reads, case-folded as
+    the source does with ``case_sensitive=False``) replaced by the given one, and ``decode_complex_value``.
+    """
 
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
         self.bad_json: tuple[str, str, ValueError] | None = None
         super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return {name.lower(): value for name, value in self._environ.items()}
+        self.env_vars = {name.lower(): value for name, value in environ.items()}
 
     def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
         try:

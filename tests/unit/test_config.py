@@ -216,6 +216,9 @@ def test_env_can_add_an_entry_and_change_a_type(write: Write) -> None:
 def test_os_environ_is_the_default(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEGW_HTTP__PORT", "9000")
     assert load_config(write(synth())).http.port == 9000
+    # A given mapping replaces the process environment entirely (tests, an embedding application).
+    assert load_config(write(synth()), env={}).http.port == 8750
+    assert load_config(write(synth()), env={"edgegw_http__port": "9100"}).http.port == 9100
 
 
 # --- one exact line per problem ----------------------------------------------------------------------

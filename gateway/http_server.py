@@ -1,4 +1,4 @@
-"""The gateway's HTTP endpoint (stdlib asyncio, no framework).
+"""The gateway's HTTP endpoint (aiohttp's server: ``aiohttp.web`` behind an ``AppRunner`` and a ``TCPSite``).
 
 - ``/health``: 200 when every device answers, no sink's backlog is older than its limit, no sink reports
   a problem (a reconnect loop, a refused login, failing writes) and no data was dropped within
@@ -9,25 +9,28 @@
   ``history=1`` for sparkline points); ``/api/status``: devices and sinks.
 - ``/``: the status page (one static file, no build step; it polls the two APIs).
 
-Deliberately small: GET/HEAD only, one request per connection, bounded header size, optional basic auth
-with wrong passwords rate-limited per client address. A port that is taken stops the start
-(``HttpPortTaken``): a second gateway must not run beside the first.
+Deliberately small: GET/HEAD only (405 with ``Allow`` otherwise, 404 for any other path), keep-alive
+connections closed after ``IDLE_TIMEOUT`` of silence, bounded request line and header fields, no access
+log. Optional basic auth (a middleware; ``/health`` stays public unless ``public_health: false``) with
+wrong passwords rate-limited per client address. A handler that raises answers 500 with a short body and
+logs the traceback; the server keeps serving. A port that is taken stops the start (``HttpPortTaken``): a
+second gateway must not run beside the first.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hmac
 import json
+import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
 
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config.site import HttpConfig
@@ -37,11 +40,15 @@ from gateway.metrics import Metrics
 from gateway.redact import redact
 from gateway.status import StatusBoard
 
-Response = tuple[int, str, bytes]
-Route = Callable[[dict[str, list[str]]], Awaitable[Response]]
-MAX_HEADER = 16 * 1024
-REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
-           503: "Service Unavailable"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_LINE = 8 * 1024
+"""Longest request line and longest single header field (name and value) accepted; longer answers 400."""
+IDLE_TIMEOUT = 10.0
+"""Seconds a connection may sit without a complete request (before the first one or between two)."""
+STOP_TIMEOUT = 1.0
+"""At stop, how long a request still being answered may take before its connection is closed anyway."""
+ALLOWED = "GET, HEAD"
+JSON = "application/json"
 LOGIN_FAILURES = 5
 """Wrong passwords from one address within ``LOGIN_WINDOW`` seconds before it is refused for a while."""
 LOGIN_WINDOW = 60.0
@@ -82,18 +89,50 @@ class _Logins:
     def succeeded(self, addr: str) -> None:
         self._fails.pop(addr, None)
         self._locked.pop(addr, None)
-JSON = "application/json"
 
 
-def _json(status: int, body: Any) -> Response:
+class _ClientFaults(logging.Filter):
+    """aiohttp's connection-level logger reports a malformed request (garbage, a request line or header
+    over ``MAX_LINE``) with a traceback, mostly as an error; it is the client's fault and already answered
+    400, so it becomes one line, at warning at most, without traceback or request text. Anything else
+    aiohttp reports keeps its level and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            client = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            # the class only: the message quotes the request (a header line could hold a credential)
+            record.msg, record.args = "http: bad request from %s (%s)", (client, type(exc).__name__)
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+            return _PROTOCOL_LOG.isEnabledFor(record.levelno)
+        return True
+
+
+_PROTOCOL_LOG = logging.getLogger("gateway.http.protocol")
+_PROTOCOL_LOG.addFilter(_ClientFaults())
+
+
+def _answer(status: int, ctype: str, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
+    # aiohttp leaves the body out of a HEAD answer and keeps its Content-Length
+    return web.Response(status=status, body=body,
+                        headers={"Content-Type": ctype, "Cache-Control": "no-store", **(headers or {})})
+
+
+def _text(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return _answer(status, "text/plain", text.encode(), headers)
+
+
+def _json(status: int, body: Any) -> web.Response:
     # redacted as text: a credential in any URL a component reports (an error, a target) never leaves
-    return status, JSON, redact(json.dumps(body, separators=(",", ":"))).encode()
+    return _answer(status, JSON, redact(json.dumps(body, separators=(",", ":"))).encode())
 
 
-def _int(query: dict[str, list[str]], key: str, default: int | None) -> int | None:
+def _int(query: Mapping[str, str], key: str, default: int | None) -> int | None:
     try:
-        return max(0, int(query[key][0]))
-    except (KeyError, ValueError, IndexError):
+        return max(0, int(query[key]))
+    except (KeyError, ValueError):
         return default
 
 
@@ -103,7 +142,7 @@ class HttpEndpoint:
         self.metrics = metrics
         self.board = board
         self.log = get_logger("gateway.http")
-        self.routes: dict[str, Route] = {"/metrics": self._metrics}
+        self.routes: dict[str, Handler] = {"/metrics": self._metrics}
         if board is not None:
             self.routes |= {"/health": self._health, "/api/tags": self._tags, "/api/status": self._status,
                             "/": self._page}
@@ -111,117 +150,120 @@ class HttpEndpoint:
         if config.username is not None and config.password is not None:
             token = f"{config.username}:{config.password.get_secret_value()}".encode()
             self._auth = b"Basic " + base64.b64encode(token)
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
         self._logins = _Logins()
         self.port: int | None = None
         self._page_bytes: bytes | None = None
 
     async def start(self) -> None:
+        app = web.Application(middlewares=[self._fail_safe, self._gate])
+        for path, handler in self.routes.items():
+            app.router.add_get(path, handler)  # HEAD too
+        runner = web.AppRunner(
+            app, access_log=None, logger=_PROTOCOL_LOG, shutdown_timeout=STOP_TIMEOUT,
+            keepalive_timeout=IDLE_TIMEOUT, max_line_size=MAX_LINE, max_field_size=MAX_LINE,
+        )
+        await runner.setup()
         try:
-            self._server = await asyncio.start_server(self._handle, self.config.bind, self.config.port)
+            await web.TCPSite(runner, self.config.bind, self.config.port).start()
         except OSError as exc:
+            await runner.cleanup()
             raise HttpPortTaken(
                 f"http port {self.config.bind}:{self.config.port} is taken ({exc.strerror or exc}); is another"
                 " gateway running? set http.port, or http.enabled: false") from None
-        self.port = self._server.sockets[0].getsockname()[1]
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
         self.log.info("http endpoint listening", url=f"http://{self.config.bind}:{self.port}/")
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-            self._server = None
+        """Stop listening and close every connection (one still answering gets ``STOP_TIMEOUT``)."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     # --- routes ---------------------------------------------------------------------------------
-    async def _metrics(self, _: dict[str, list[str]]) -> Response:
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
+    async def _metrics(self, _: web.Request) -> web.Response:
+        return _answer(200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry))
 
-    async def _health(self, _: dict[str, list[str]]) -> Response:
+    async def _health(self, _: web.Request) -> web.Response:
         assert self.board is not None
         ok, body = self.board.public_health()
         return _json(200 if ok else 503, body)
 
-    async def _status(self, query: dict[str, list[str]]) -> Response:
+    async def _status(self, _request: web.Request) -> web.Response:
         assert self.board is not None
         _, body = self.board.health()
         body["tag_count"] = self.board.live.count()
         return _json(200, body)
 
-    async def _tags(self, query: dict[str, list[str]]) -> Response:
+    async def _tags(self, request: web.Request) -> web.Response:
         assert self.board is not None
+        query = request.query
         body = self.board.tags(
-            query.get("q", [""])[0], _int(query, "offset", 0) or 0, _int(query, "limit", None),
-            history=query.get("history", ["0"])[0] in ("1", "true"),
+            query.get("q", ""), _int(query, "offset", 0) or 0, _int(query, "limit", None),
+            history=query.get("history", "0") in ("1", "true"),
         )
         return _json(200, body)
 
-    async def _page(self, _: dict[str, list[str]]) -> Response:
+    async def _page(self, _: web.Request) -> web.Response:
         if self._page_bytes is None:
             self._page_bytes = resources.files("gateway.web").joinpath("status.html").read_bytes()
-        return 200, "text/html; charset=utf-8", self._page_bytes
+        return _answer(200, "text/html; charset=utf-8", self._page_bytes)
 
-    # --- plumbing -------------------------------------------------------------------------------
-    def _authorised(self, path: str, head: bytes, addr: str) -> bool | float:
+    # --- middleware -----------------------------------------------------------------------------
+    @web.middleware
+    async def _fail_safe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The outermost layer: a handler that raises answers 500 (no traceback to the client) and is logged
+        with its traceback; the connection and the server carry on."""
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            self.log.exception("http request failed", method=request.method, path=request.path)
+            return _text(500, "internal server error\n")
+
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Method, path, then auth: 405 and 404 are answered before credentials are asked for."""
+        if request.method not in ("GET", "HEAD"):
+            return _text(405, "method not allowed\n", {"Allow": ALLOWED})
+        if request.match_info.http_exception is not None:
+            return _text(404, "not found\n")
+        auth = self._authorised(request)
+        if auth is False:
+            return _text(401, "authentication required\n", {"WWW-Authenticate": 'Basic realm="edge-gateway"'})
+        if auth is not True:
+            return _text(429, "too many wrong passwords; try again later\n", {"Retry-After": str(math.ceil(auth))})
+        return await handler(request)
+
+    def _authorised(self, request: web.Request) -> bool | float:
         """True, False (ask for credentials) or the seconds this address must wait (rate-limited)."""
-        if self._auth is None or (path == "/health" and self.config.public_health):
+        if self._auth is None or (self.config.public_health and _route_path(request) == "/health"):
             return True
+        addr = request.remote or "?"
         now = time.monotonic()
         wait = self._logins.retry_after(addr, now)
         if wait > 0:
             return wait
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"authorization":
-                if hmac.compare_digest(value.strip(), self._auth):
-                    self._logins.succeeded(addr)
-                    return True
-                locked = self._logins.failed(addr, now)
-                if locked is not None:
-                    self.log.warning("status page: wrong passwords; address refused for a while", client=addr,
-                                     seconds=locked)
-                    return locked
-                return False
+        given = request.headers.get("Authorization")
+        if given is None:
+            return False
+        if hmac.compare_digest(given.strip().encode("utf-8", "replace"), self._auth):
+            self._logins.succeeded(addr)
+            return True
+        locked = self._logins.failed(addr, now)
+        if locked is not None:
+            self.log.warning("status page: wrong passwords; address refused for a while", client=addr,
+                             seconds=locked)
+            return locked
         return False
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
-            if len(head) > MAX_HEADER:
-                raise ValueError("header too large")
-            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-            path, _, qs = target.partition("?")
-            route = self.routes.get(path)
-            extra = ""
-            if method not in ("GET", "HEAD"):
-                status, ctype, body = 405, "text/plain", b"method not allowed\n"
-            elif route is None:
-                status, ctype, body = 404, "text/plain", b"not found\n"
-            elif (auth := self._authorised(path, head, _peer(writer))) is not True:
-                if auth is False:
-                    status, ctype, body = 401, "text/plain", b"authentication required\n"
-                    extra = 'WWW-Authenticate: Basic realm="edge-gateway"\r\n'
-                else:
-                    status, ctype, body = 429, "text/plain", b"too many wrong passwords; try again later\n"
-                    extra = f"Retry-After: {math.ceil(auth)}\r\n"
-            else:
-                status, ctype, body = await route(parse_qs(qs))
-            writer.write(
-                f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n{extra}Connection: close\r\n\r\n"
-                .encode("latin-1")
-            )
-            if method != "HEAD":
-                writer.write(body)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError, OSError):
-            pass  # a client that hangs up or sends garbage gets nothing more
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
 
-
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+def _route_path(request: web.Request) -> str | None:
+    """The path of the route the request was dispatched to (what the router matched, not the raw target)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from gateway.model import Batch, Value
 
 if TYPE_CHECKING:
+    from gateway.health import SourceHealth
     from gateway.writes import WriteKind
 
 Emit = Callable[[Batch], Awaitable[None]]
@@ -20,11 +21,20 @@ class Source(Protocol):
 
     ``run`` returns or raises only when the source stops; the engine's supervisor restarts it with
     backoff if it raises. It must not swallow ``asyncio.CancelledError``.
+
+    ``health`` is the source's own account of its devices (link up, last good read, last error code and
+    reason, error counts; ``gateway.health``), updated as it reads: metrics, ``/health`` and the status
+    page are views of it. ``close`` releases what the source holds (connections, serial ports, threads)
+    once it is stopped for good (shutdown, or removed or replaced by a hot reload); it is called after
+    ``run`` ended, and once.
     """
 
     name: str
+    health: SourceHealth
 
     async def run(self, emit: Emit) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @runtime_checkable

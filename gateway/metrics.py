@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from gateway.health import HealthRegistry
+
 NS = "edgegw"
 
 
@@ -31,31 +33,16 @@ class Metrics:
             f"{NS}_source_skipped_ticks", "Poll/generation ticks skipped because the previous one overran",
             ["source", "device"], registry=r,
         )
-        # devices (sources record per device; `code` is a Modbus exception code or an OPC-UA status name)
-        self.device_connected = Gauge(
-            f"{NS}_device_connected", "1 while the device's connection is up", ["source", "device"], registry=r
-        )
+        # devices and supervised components: their state is read from what the sources and supervisors
+        # report (`gateway.health`), when scraped; `code` is a Modbus exception code or an OPC-UA status name
+        self.health = HealthRegistry()
+        r.register(self.health)
         self.device_reads = Counter(
             f"{NS}_device_reads", "Read requests (or notifications) completed", ["source", "device"], registry=r
-        )
-        self.device_errors = Counter(
-            f"{NS}_device_errors", "Failed reads by error code", ["source", "device", "code"], registry=r
-        )
-        self.device_last_good = Gauge(
-            f"{NS}_device_last_good_read_timestamp_seconds", "Wall time of the last good read",
-            ["source", "device"], registry=r,
         )
         self.device_request_seconds = Histogram(
             f"{NS}_device_request_seconds", "Round-trip time of one device request", ["source", "device"],
             registry=r, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-        )
-        # components
-        self.component_restarts = Counter(
-            f"{NS}_component_restarts", "Restarts of a supervised component after a failure", ["component"],
-            registry=r,
-        )
-        self.component_up = Gauge(
-            f"{NS}_component_up", "1 while a supervised component runs", ["component"], registry=r
         )
         # sinks
         self.sink_failures = Counter(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.config.loader import GatewayConfig
-from gateway.contracts import HealthReporting, Sink, Source, WritableSource
+from gateway.contracts import Sink, Source, WritableSource
 from gateway.delivery import DeliveryLoop
 from gateway.errors import WriteError
 from gateway.http_server import HttpEndpoint
@@ -28,7 +28,7 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.model import Value
 from gateway.pipeline import SourcePipeline
-from gateway.plugins import BuildContext, sink_plugin, source_plugin
+from gateway.plugins import BuildContext, PluginError, sink_plugin, source_plugin
 from gateway.processing import Processor
 from gateway.spool import Spool
 from gateway.status import SinkState, StatusBoard
@@ -74,7 +74,7 @@ class Runtime:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.board = StatusBoard(self._configured_devices, self.sink_states, self.live, self.metrics,
                                  device_grace=config.http.device_grace, health_window=config.http.health_window,
-                                 last_drop=lambda: self.spool.last_drop_mono, source_problems=self.source_problems)
+                                 last_drop=lambda: self.spool.last_drop_mono)
         self.http = HttpEndpoint(config.http, self.metrics, self.board) if config.http.enabled else None
         self.started = asyncio.Event()
         self.reloads = 0
@@ -87,7 +87,13 @@ class Runtime:
                             log=self.log, writer=self.write_tag)
 
     def _build_source(self, name: str, scfg: SourceConfigBase) -> None:
-        self.sources[name] = source_plugin(scfg.type).factory(name, scfg, self._context())
+        source = source_plugin(scfg.type).factory(name, scfg, self._context())
+        missing = [m for m in ("name", "health", "run", "close") if not hasattr(source, m)]
+        if missing:  # a plug-in without a health account would show its devices as fine whatever happens
+            raise PluginError(f"source type {scfg.type!r} does not implement the Source contract "
+                            f"(gateway.contracts.Source): no {', '.join(missing)}")
+        self.sources[name] = source
+        self.metrics.health.add_source(source.health)
         self.pipelines[name] = SourcePipeline(name, Processor.for_source(scfg), self.spool, self.metrics,
                                               self.live)
 
@@ -162,6 +168,7 @@ class Runtime:
                 if reloader is not None:
                     reloader.cancel()
                 await self._stop_tasks([t for n, t in self.tasks.items() if n.startswith("source:")])
+                await self._close_sources(list(self.sources))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.spool.flush(), STOP_BUDGET / 2)
                 for delivery in self.deliveries.values():
@@ -191,6 +198,20 @@ class Runtime:
         if pending:
             await asyncio.wait(pending, timeout=STOP_BUDGET / 8)
 
+    async def _close_sources(self, names: list[str]) -> None:
+        """``Source.close`` for stopped sources, together, within an eighth of the stop budget; a close that
+        fails or hangs is logged and left behind (the process is stopping, or the source is replaced)."""
+
+        async def close(name: str) -> None:
+            try:
+                await asyncio.wait_for(self.sources[name].close(), STOP_BUDGET / 8)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("source did not close cleanly", source=name, error=str(exc) or type(exc).__name__)
+
+        await asyncio.gather(*(close(n) for n in names if n in self.sources))
+
     async def _release_sink(self, name: str) -> None:
         """A sink no longer configured: its spool cursor must not hold data back (nor count drops) forever."""
         pending = await self.spool.release(name)
@@ -216,14 +237,6 @@ class Runtime:
         out: dict[str, list[str]] = {}
         for name, scfg in self.config.sources.items():
             out[name] = sorted({d for d, _ in scfg.iter_tags()})
-        return out
-
-    def source_problems(self) -> dict[str, list[str]]:
-        """Short public reasons from sources that report their health (``HealthReporting``)."""
-        out: dict[str, list[str]] = {}
-        for name, src in self.sources.items():
-            if isinstance(src, HealthReporting) and (problems := src.health_problems()):
-                out[name] = problems
         return out
 
     def sink_states(self) -> list[SinkState]:
@@ -315,10 +328,12 @@ class Runtime:
             self.config = new.model_copy(update={k: getattr(old, k) for k in fixed})
             for name in src_changes.removed | src_changes.changed:
                 await self._stop_component(f"source:{name}")
+                await self._close_sources([name])
                 self.sources.pop(name, None)
                 self.pipelines.pop(name, None)
                 if name in src_changes.removed:
                     self.live.forget_source(name)
+                    self.metrics.health.forget_source(name)
             for name in sink_changes.removed | sink_changes.changed:
                 await self._stop_component(f"sink:{name}")
                 self.sinks.pop(name, None)
@@ -327,6 +342,7 @@ class Runtime:
                     self._delivered_before[name] = self._delivered_before.get(name, 0) + stopped.delivered
                 if name in sink_changes.removed:
                     await self._release_sink(name)
+                    self.metrics.health.forget_component(f"sink:{name}")
             for name in sorted(sink_changes.added | sink_changes.changed):
                 self._build_sink(name, new.sinks[name])
                 self._start_sink(name)

@@ -1,9 +1,9 @@
 """The gateway's state as people and health checks see it: devices, sinks, tags.
 
-Devices are judged on what their sources report (the ``device_connected`` gauge, when a source keeps
-one) and on what arrived (the last sample of each tag): a device answers when it is connected and not
-every one of its tags is BAD. Sinks are judged on backlog age only, so a quiet line with nothing to
-send is healthy.
+Devices are judged on what their sources report (``Source.health``: the link, the last error and its
+reason, error counts) and on what arrived (the last sample of each tag): a device answers when it is
+connected and not every one of its tags is BAD. Sinks are judged on backlog age and on the problems they
+report, so a quiet line with nothing to send is healthy. Nothing here is read back out of metrics.
 """
 
 from __future__ import annotations
@@ -49,14 +49,6 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-def _gauge_values(family: Any) -> dict[tuple[str, ...], float]:
-    out: dict[tuple[str, ...], float] = {}
-    for metric in family.collect():
-        for sample in metric.samples:
-            out[tuple(sample.labels.values())] = sample.value
-    return out
-
-
 class StatusBoard:
     def __init__(
         self,
@@ -69,7 +61,6 @@ class StatusBoard:
         started_mono: float | None = None,
         last_drop: Callable[[], float | None] = lambda: None,
         health_window: float = 300.0,
-        source_problems: Callable[[], dict[str, list[str]]] = dict,
     ) -> None:
         self._devices = devices
         self._sinks = sinks
@@ -78,18 +69,11 @@ class StatusBoard:
         self.device_grace = device_grace
         self._last_drop = last_drop
         self.health_window = health_window
-        self._source_problems = source_problems
         self.started_mono = time.monotonic() if started_mono is None else started_mono
 
     def devices(self) -> list[dict[str, Any]]:
-        connected = _gauge_values(self.metrics.device_connected)
-        up = _gauge_values(self.metrics.component_up)
-        errors: dict[tuple[str, str], dict[str, float]] = {}
-        for metric in self.metrics.device_errors.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    lab = sample.labels
-                    errors.setdefault((lab["source"], lab["device"]), {})[lab["code"]] = sample.value
+        reported = self.metrics.health.sources
+        running = self.metrics.health.source_running()
         starting = time.monotonic() - self.started_mono < self.device_grace
         now_ns = time.time_ns()
         out = []
@@ -97,16 +81,17 @@ class StatusBoard:
             per_device: dict[str, list[Sample]] = {}
             for (d, _), s in self.live.by_source.get(source, {}).items():  # one pass, not one per device
                 per_device.setdefault(d, []).append(s)
-            source_up = up.get((f"source:{source}",), 1.0) == 1.0
+            source_up = running.get(source, True)
+            health = reported.get(source)
             for device in sorted(names):
                 last = per_device.get(device, [])
                 bad = sum(1 for s in last if s.quality is Quality.BAD)
                 newest = max((s.gateway_ts for s in last), default=0)
-                conn = connected.get((source, device))
+                dev = health.devices.get(device) if health is not None else None
                 if not source_up:
                     state, reason = "down", "source restarting after a failure"
-                elif conn is not None and conn == 0.0:
-                    state, reason = "down", "not connected"
+                elif dev is not None and dev.connected is False:
+                    state, reason = "down", dev.reason or "not connected"
                 elif not last:
                     state, reason = ("starting", "no data yet") if starting else ("down", "no data")
                 elif bad == len(last):
@@ -120,7 +105,9 @@ class StatusBoard:
                     "source": source, "device": device, "state": state, "reason": reason,
                     "tags": len(last), "bad_tags": bad,
                     "last_data_age_s": round((now_ns - newest) / 1e9, 3) if newest else None,
-                    "errors": errors.get((source, device), {}),
+                    "errors": dict(dev.errors) if dev is not None else {},
+                    "last_error": dev.last_error if dev is not None and dev.last_error else None,
+                    "last_good_read": iso(dev.last_good_ns) if dev is not None and dev.last_good_ns else None,
                 })
         return out
 
@@ -161,8 +148,8 @@ class StatusBoard:
     def _problems(self, devices: list[dict[str, Any]], sinks: list[dict[str, Any]]) -> list[str]:
         problems = [f"device {d['source']}.{d['device']}: {d['reason']}" for d in devices
                     if d["state"] in ("down", "bad")]
-        for source, reasons in sorted(self._source_problems().items()):
-            problems += [f"source {source}: {r}" for r in reasons]
+        for source, health in sorted(self.metrics.health.sources.items()):
+            problems += [f"source {source}: {r}" for r in health.problems]
         for s in sinks:
             if s["oldest_pending_age_s"] > s["max_pending_age_s"]:
                 problems.append(f"sink {s['name']}: backlog {s['oldest_pending_age_s']:.0f} s old "

@@ -29,23 +29,22 @@ async def supervise(
     """Call ``run_once`` until it returns normally; restart it with backoff whenever it raises."""
     log = get_logger("gateway.supervisor", component=component)
     backoff = backoff or Backoff(0.5, 30.0)
-    up = metrics.component_up.labels(component)
-    restarts = metrics.component_restarts.labels(component)
+    state = metrics.health.component(component)
     failing = False
     while True:
         started = time.monotonic()
-        up.set(1)
+        state.running = True
         try:
             await run_once()
         except asyncio.CancelledError:
-            up.set(0)
+            state.running = False
             raise
         except Exception as exc:
-            up.set(0)
+            state.running = False
             if time.monotonic() - started > HEALTHY_AFTER:
                 backoff.reset()
             delay = backoff.next()
-            restarts.inc()
+            state.restarts += 1
             if not failing:
                 log.error("component failed", error=str(exc) or type(exc).__name__, retry_in=round(delay, 2),
                           exc_info=exc)
@@ -54,7 +53,7 @@ async def supervise(
                 log.debug("component failed again", error=str(exc), retry_in=round(delay, 2))
             await asyncio.sleep(delay)
             continue
-        up.set(0)
+        state.running = False
         if failing:
             log.info("component recovered and finished")
         return

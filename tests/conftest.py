@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.gateways import StartGateway, gateways
 from tests.servers import Mosquitto, VictoriaMetrics, mosquitto, victoria_metrics
 
 _INTEGRATION_DIRS = ("integration", "interop")
@@ -43,3 +44,10 @@ def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "data"
     d.mkdir()
     return d
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+    """Start gateways in the test's loop (``await gateway(cfg)``); all are stopped at teardown."""
+    async with gateways(tmp_path) as start:
+        yield start

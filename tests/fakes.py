@@ -11,6 +11,7 @@ from gateway import plugins
 from gateway.config.base import SinkConfigBase, SourceConfigBase, TagBase
 from gateway.contracts import Emit
 from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.health import SourceHealth
 from gateway.model import Batch, Quality, Sample, now_ns
 from gateway.plugins import BuildContext, SinkPlugin, SourcePlugin
 
@@ -74,6 +75,11 @@ class CrashingSource:
         self.name = name
         self.config = config
         self.counter = 0
+        self.health = SourceHealth(name, ["dev"])
+        self.closed = 0
+
+    async def close(self) -> None:
+        self.closed += 1
 
     async def run(self, emit: Emit) -> None:
         CrashingSource.runs += 1
@@ -111,15 +117,21 @@ class ToggleSource:
         self.devices = config.devices
         self.interval = config.interval
         self.tag_names = config.tag_names()
-        self.connected = {d: ctx.metrics.device_connected.labels(name, d) for d in config.devices}
+        self.health = SourceHealth(name, config.devices)
         self.n = 0
+
+    async def close(self) -> None:
+        """Nothing held."""
 
     async def run(self, emit: Emit) -> None:
         while True:
             samples = []
             for d in self.devices:
                 up = d not in ToggleSource.down
-                self.connected[d].set(1 if up else 0)
+                if up:
+                    self.health.device(d).up()
+                else:
+                    self.health.device(d).down("not connected")
                 if up:
                     ts = now_ns()
                     samples.extend(Sample(d, t, self.n, Quality.GOOD, 0, ts, ts) for t in self.tag_names)

@@ -48,6 +48,7 @@ from connectors.modbus.planner import ReadRequest, halves, plan_source
 from gateway.backoff import Backoff
 from gateway.contracts import Emit
 from gateway.errors import WriteError
+from gateway.health import DeviceHealth, SourceHealth
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
 from gateway.samples import bad, good
@@ -78,28 +79,20 @@ class _Split:
 
 
 class _DeviceState:
-    """Per-device metrics children (cached once) and the silent flag that limits its cost."""
+    """Per-device health (``gateway.health``), metrics children (cached once) and the silent flag."""
 
-    def __init__(self, source: str, device: str, metrics: Metrics | None) -> None:
+    def __init__(self, source: str, device: str, health: DeviceHealth, metrics: Metrics | None) -> None:
         self.device = device
         self.silent = False
+        self.health = health
         self._metrics = metrics
-        self._source = source
-        self._errors: dict[str, Any] = {}
         if metrics is not None:
-            self.connected = metrics.device_connected.labels(source, device)
             self.reads = metrics.device_reads.labels(source, device)
-            self.last_good = metrics.device_last_good.labels(source, device)
             self.request_seconds = metrics.device_request_seconds.labels(source, device)
             self.skipped = metrics.skipped_ticks.labels(source, device)
 
     def error(self, code: str) -> None:
-        if self._metrics is None:
-            return
-        child = self._errors.get(code)
-        if child is None:
-            child = self._errors[code] = self._metrics.device_errors.labels(self._source, self.device, code)
-        child.inc()
+        self.health.failed(code)
 
 
 class ModbusSource:
@@ -113,7 +106,10 @@ class ModbusSource:
         self.plan = plan_source(config)
         self.skipped_ticks = 0
         self.requests = 0
-        self._devices = {d: _DeviceState(name, d, metrics) for d in config.devices}
+        self.health = SourceHealth(name, config.devices)
+        if metrics is not None:
+            metrics.health.add_source(self.health)
+        self._devices = {d: _DeviceState(name, d, self.health.device(d), metrics) for d in config.devices}
         self._tags: dict[tuple[str, str], tuple[int, ModbusTag]] = {}
         for device, dev in config.devices.items():
             for tag in dev.tags:
@@ -168,8 +164,12 @@ class ModbusSource:
 
     def _set_link(self, up: bool, reason: str | None) -> None:
         for state in self._devices.values():
-            if self._metrics is not None:
-                state.connected.set(1 if up and not state.silent else 0)
+            if up and not state.silent:
+                state.health.up()
+            elif up:
+                state.health.down("not answering")
+            else:  # the reason names the host: it goes to the log, /health stays without it
+                state.health.down("not connected")
         if self._link_logged is up:
             return
         self._link_logged = up
@@ -394,17 +394,22 @@ class ModbusSource:
             state.silent = True
             self._log.warning("modbus unit not answering", device=state.device, status=status_name(status),
                               timeout=self.config.timeout)
+        health = state.health
+        if status == 0:
+            health.good(time.time_ns())
+        else:
+            health.failed(status_name(status))
+        if status != BAD_NOT_CONNECTED:
+            if state.silent:
+                health.down(f"not answering ({status_name(status)})")
+            else:
+                health.up()
         if self._metrics is None:
             return
         if status != BAD_NOT_CONNECTED:
             state.request_seconds.observe(elapsed)
         if status == 0:
             state.reads.inc()
-            state.last_good.set(time.time())
-        else:
-            state.error(status_name(status))
-        if status != BAD_NOT_CONNECTED:
-            state.connected.set(0 if state.silent else 1)
 
     # --- writes -------------------------------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from prometheus_client import Counter
 
 from connectors.opcua import adapter
 from connectors.opcua.adapter import ItemSpec, OpcUaError, Row, Session
@@ -37,6 +36,7 @@ from connectors.opcua.pki import Pki
 from gateway.backoff import Backoff
 from gateway.contracts import Emit
 from gateway.errors import DeviceNotConnected, WriteError
+from gateway.health import SourceHealth
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample, Value
 from gateway.samples import bad, reading
@@ -97,27 +97,24 @@ class _Device:
         """Handles whose last timestamp was replaced (logged once per episode)."""
         self.timestamps_replaced = 0
         labels = (source.name, name)
-        self._connected = metrics.device_connected.labels(*labels) if metrics else None
+        self.health = source.health.device(name)
         self._reads = metrics.device_reads.labels(*labels) if metrics else None
-        self._last_good = metrics.device_last_good.labels(*labels) if metrics else None
         self._request_seconds = metrics.device_request_seconds.labels(*labels) if metrics else None
-        self._errors_family = metrics.device_errors if metrics else None
-        self._errors: dict[int, Counter] = {}
+        self._error_names: dict[int, str] = {}
 
     # --- metrics ------------------------------------------------------------------------------
 
     def count_error(self, code: int, n: int = 1, name: str | None = None) -> None:
-        if self._errors_family is None:
-            return
-        child = self._errors.get(code)
-        if child is None:
-            child = self._errors[code] = self._errors_family.labels(
-                self.source.name, self.name, name or adapter.status_name(code))
-        child.inc(n)
+        label = self._error_names.get(code)
+        if label is None:
+            label = self._error_names[code] = name or adapter.status_name(code)
+        self.health.failed(label, n)
 
-    def set_connected(self, up: bool) -> None:
-        if self._connected is not None:
-            self._connected.set(1 if up else 0)
+    def set_connected(self, up: bool, reason: str = "not connected") -> None:
+        if up:
+            self.health.up()
+        else:
+            self.health.down(reason)
 
     # --- the hot path ---------------------------------------------------------------------------
 
@@ -154,8 +151,8 @@ class _Device:
                     n_bad += 1
                     self.count_error(status)
                 append(reading(device, tag.name, value, q, status, ts, gw, tag.unit, keep))
-        if len(out) > n_bad and self._last_good is not None:
-            self._last_good.set(gw / 1e9)
+        if len(out) > n_bad:
+            self.health.good(gw)
         return out
 
     def insane_timestamp(self, handle: int, status: int) -> int:
@@ -212,6 +209,9 @@ class OpcUaSource:
         self.config = config
         self.pki = Pki(Path(config.data_dir or data_dir) / "pki")
         self._log = log if log is not None else structlog.stdlib.get_logger(__name__).bind(source=name)
+        self.health = SourceHealth(name, config.devices)
+        if metrics is not None:
+            metrics.health.add_source(self.health)
         self.devices = {d: _Device(self, d, cfg, metrics) for d, cfg in config.devices.items()}
         self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=config.queue_max)
         self.dropped = 0
@@ -235,6 +235,17 @@ class OpcUaSource:
                 self._overflowing = True
                 self._log.warning("opcua notification queue full; dropping notifications",
                                   queue_max=self._queue.maxsize)
+
+    async def close(self) -> None:
+        """Sessions close as ``run`` ends; one whose close was cut short by the stop budget closes here,
+        and notifications still queued are dropped (the source is gone for good)."""
+        for dev in self.devices.values():
+            session, dev.session = dev.session, None
+            dev.ready.clear()
+            if session is not None:
+                await session.close()
+        while not self._queue.empty():
+            self._queue.get_nowait()
 
     async def run(self, emit: Emit) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -21,6 +21,7 @@ from connectors.synthetic.config import SyntheticSourceConfig
 from gateway.contracts import Emit
 from gateway.errors import WriteError
 from gateway.generators import Constant, GenValue, derive_seed
+from gateway.health import SourceHealth
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Value
 from gateway.samples import good
@@ -62,6 +63,11 @@ class SyntheticSource:
                 self._rows.append((device, tag.name, gen.value, tag.unit))
                 self._writable.append(tag.writable)
                 self._kinds.append(BOOL if getattr(tag, "boolean", False) else _NUMBER)
+        # Generated devices have no link to lose (connected stays unknown); a tick is a good read of each.
+        self.health = SourceHealth(name, config.devices)
+        if metrics is not None:
+            metrics.health.add_source(self.health)
+        self._device_health = list(self.health.devices.values())
         # Every device of this source misses a skipped tick; children cached once, off the hot path.
         self._skip_counters = (
             [metrics.skipped_ticks.labels(name, device) for device in config.devices] if metrics else []
@@ -85,6 +91,9 @@ class SyntheticSource:
             await asyncio.sleep(max(start + tick * interval - loop.time(), 0.0))
             await emit(self.batch(tick * interval))
             self.ticks += 1
+            now_ns = time.time_ns()
+            for device in self._device_health:
+                device.good(now_ns)
             now = loop.time()
             latest_due = int((now - start) / interval)  # the last tick whose time has come
             if latest_due > tick + 1:
@@ -108,6 +117,9 @@ class SyntheticSource:
                     self._log.info("synthetic source back on time", skipped=episode_skips)
                     episode_skips = 0
                 tick += 1
+
+    async def close(self) -> None:
+        """Nothing to release: the generators hold no connection."""
 
     def _position(self, device: str, tag: str) -> int:
         i = self._index.get((device, tag))

@@ -15,6 +15,7 @@ from gateway.config.loader import GatewayConfig
 from gateway.http_server import HttpPortTaken
 from gateway.instance_lock import InstanceLocked
 from gateway.logs import configure_logging, get_logger
+from gateway.plugins import PluginError
 from gateway.runtime import Runtime, tune_gc
 from gateway.services import ServiceError, serve_simulators
 
@@ -90,7 +91,7 @@ async def _main(cfg: GatewayConfig, *, watch: bool, summary: bool, block: Any = 
         tasks.append(asyncio.create_task(summary_loop(runtime, block=block)))
     try:
         await runtime.run(stop, reload)
-    except HttpPortTaken as exc:
+    except (HttpPortTaken, PluginError) as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return 2
     finally:

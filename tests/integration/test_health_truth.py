@@ -3,41 +3,23 @@ dropped or a sink has a problem; no hosts, ports, URLs or credentials; wrong pas
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from gateway.config.loader import load_config
-from gateway.runtime import Runtime
+from tests.gateways import StartGateway, get
 from tests.servers import free_port
 from tests.waiting import until
 
 SECRET = "s3cr3t-pw"
 
 
-def fetch(port: int, path: str, auth: tuple[str, str] | None = None) -> tuple[int, dict[str, str], str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    if auth is not None:
-        req.add_header("Authorization", "Basic " + base64.b64encode(":".join(auth).encode()).decode())
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, dict(r.headers), r.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read().decode()
-
-
 @pytest.mark.timeout(60)
-async def test_health_is_503_with_short_public_reasons_and_no_detail(tmp_path: Path) -> None:
+async def test_health_is_503_with_short_public_reasons_and_no_detail(tmp_path: Path, gateway: StartGateway) -> None:
     broker_port = free_port()  # nothing listens: the uplink is down and its backlog overflows
-    cfg = tmp_path / "gw.yaml"
-    cfg.write_text(yaml.safe_dump({
+    runtime = await gateway({
         "data_dir": str(tmp_path / "data"),
         "http": {"port": 0, "username": "admin", "password": SECRET},
         "spool": {"max_size": "16KiB", "overflow": "drop_newest"},
@@ -48,60 +30,39 @@ async def test_health_is_503_with_short_public_reasons_and_no_detail(tmp_path: P
             "uplink": {"type": "mqtt", "host": "127.0.0.1", "port": broker_port, "username": "gw",
                        "password": SECRET, "max_pending_age": "1h"},
         },
-    }))
-    runtime = Runtime(load_config(cfg))
-    stop = asyncio.Event()
-    task = asyncio.create_task(runtime.run(stop))
-    try:
-        await asyncio.wait_for(runtime.started.wait(), 10)
-        assert runtime.http is not None and runtime.http.port
-        port = runtime.http.port
+    })
 
-        async def unhealthy() -> Any:
-            status, _, body = await asyncio.to_thread(fetch, port, "/health")
-            return json.loads(body) if status == 503 else None
+    async def unhealthy() -> Any:
+        status, _, body = await get(runtime, "/health")
+        return json.loads(body) if status == 503 else None
 
-        body = await until(unhealthy)
-        assert set(body) == {"status", "problems"}
-        assert body["status"] == "unhealthy"
-        assert any(p.startswith("data dropped ") and "(sinks: uplink)" in p for p in body["problems"]), body
-        text = json.dumps(body)
-        for leak in ("127.0.0.1", str(broker_port), SECRET, "http://", "mqtt://", "connect"):
-            assert leak not in text, (leak, text)
-        # The detail is behind auth and says which sink lost what.
-        status, _, _ = await asyncio.to_thread(fetch, port, "/api/status")
-        assert status == 401
-        status, _, detail = await asyncio.to_thread(fetch, port, "/api/status", ("admin", SECRET))
-        sinks = {s["name"]: s for s in json.loads(detail)["sinks"]}
-        assert status == 200 and sinks["uplink"]["dropped"] > 0 and sinks["store"]["dropped"] == 0
-        assert SECRET not in detail
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    body = await until(unhealthy)
+    assert set(body) == {"status", "problems"}
+    assert body["status"] == "unhealthy"
+    assert any(p.startswith("data dropped ") and "(sinks: uplink)" in p for p in body["problems"]), body
+    text = json.dumps(body)
+    for leak in ("127.0.0.1", str(broker_port), SECRET, "http://", "mqtt://", "connect"):
+        assert leak not in text, (leak, text)
+    # The detail is behind auth and says which sink lost what.
+    status, _, _ = await get(runtime, "/api/status")
+    assert status == 401
+    status, _, detail = await get(runtime, "/api/status", ("admin", SECRET))
+    sinks = {s["name"]: s for s in json.loads(detail)["sinks"]}
+    assert status == 200 and sinks["uplink"]["dropped"] > 0 and sinks["store"]["dropped"] == 0
+    assert SECRET not in detail
 
 
 @pytest.mark.timeout(60)
-async def test_wrong_passwords_are_rate_limited_per_address(tmp_path: Path) -> None:
-    cfg = tmp_path / "gw.yaml"
-    cfg.write_text(yaml.safe_dump({
+async def test_wrong_passwords_are_rate_limited_per_address(tmp_path: Path, gateway: StartGateway) -> None:
+    runtime = await gateway({
         "data_dir": str(tmp_path / "data"), "http": {"port": 0, "username": "admin", "password": SECRET},
         "sources": {"line": {"type": "synthetic", "interval": "100ms", "devices": {"m1": {"tags": [
             {"name": "t", "signal": "sine"}]}}}},
         "sinks": {"store": {"type": "sqlite", "path": str(tmp_path / "store.db")}},
-    }))
-    runtime = Runtime(load_config(cfg))
-    stop = asyncio.Event()
-    task = asyncio.create_task(runtime.run(stop))
-    try:
-        await asyncio.wait_for(runtime.started.wait(), 10)
-        assert runtime.http is not None and runtime.http.port
-        port = runtime.http.port
-        codes = [(await asyncio.to_thread(fetch, port, "/api/status", ("admin", f"guess{i}")))[0] for i in range(5)]
-        assert codes == [401, 401, 401, 401, 429]
-        status, headers, _ = await asyncio.to_thread(fetch, port, "/api/status", ("admin", SECRET))
-        assert status == 429 and int(headers["Retry-After"]) >= 29  # even the right password waits it out
-        status, _, _ = await asyncio.to_thread(fetch, port, "/health")
-        assert status in (200, 503)  # the public health check is never locked out
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    })
+    codes = [(await get(runtime, "/api/status", ("admin", f"guess{i}")))[0] for i in range(5)]
+    assert codes == [401, 401, 401, 401, 429]
+    status, headers, _ = await get(runtime, "/api/status", ("admin", SECRET))
+    assert status == 429 and int(headers["Retry-After"]) >= 29  # even the right password waits it out
+    status, _, _ = await get(runtime, "/health")
+    assert status in (200, 503)  # the public health check is never locked out

@@ -69,6 +69,12 @@ def gw_tag(name: str, address: int, dtype: str = "int16") -> dict[str, Any]:
     return {"name": name, "address": address, "type": dtype}
 
 
+
+def exported(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, {"source": "m", **labels})
+    assert value is not None, (name, labels)
+    return value
+
 async def test_exception_marks_only_the_failing_register_bad_and_keeps_the_link() -> None:
     port = free_port()
     sim = SimulatorConfig.model_validate({"devices": {"plc": {"unit": 1, "tags": [
@@ -89,8 +95,11 @@ async def test_exception_marks_only_the_failing_register_bad_and_keeps_the_link(
         assert source.splits == 1
         # the link stayed up: same server connection throughout, device counted as connected
         assert len(server.server.active_connections) == 1
-        assert metrics.device_connected.labels("m", "plc")._value.get() == 1
-        assert metrics.device_errors.labels("m", "plc", "IllegalDataAddress")._value.get() >= 3
+        plc = source.health.devices["plc"]
+        assert plc.connected is True and plc.errors["IllegalDataAddress"] >= 3
+        # the metrics are a view of the source's own account
+        assert exported(metrics, "edgegw_device_connected", device="plc") == 1
+        assert exported(metrics, "edgegw_device_errors_total", device="plc", code="IllegalDataAddress") >= 3
         assert metrics.device_reads.labels("m", "plc")._value.get() >= 3
         # the fault is lifted: the block comes back GOOD without a reconnect
         server.set_faults("plc", [])
@@ -123,9 +132,13 @@ async def test_silent_unit_costs_one_timeout_per_tick_and_never_drops_the_link()
     dead = rec.samples("dead")
     assert {s.status for s in dead} == {STATUS_TIMEOUT} and all(s.quality == Quality.BAD for s in dead)
     assert all(s.value == 5 for s in rec.samples("good"))
-    assert metrics.device_connected.labels("m", "dead")._value.get() == 0
-    assert metrics.device_connected.labels("m", "good")._value.get() == 1
-    assert metrics.device_errors.labels("m", "dead", "BadTimeout")._value.get() >= 8
+    dead_health, good_health = source.health.devices["dead"], source.health.devices["good"]
+    assert (dead_health.connected, dead_health.reason) == (False, "not answering (BadTimeout)")
+    assert good_health.connected is True and good_health.last_good_ns > 0
+    assert dead_health.errors["BadTimeout"] >= 8 and dead_health.last_good_ns == 0
+    assert exported(metrics, "edgegw_device_connected", device="dead") == 0
+    assert exported(metrics, "edgegw_device_connected", device="good") == 1
+    assert exported(metrics, "edgegw_device_errors_total", device="dead", code="BadTimeout") >= 8
 
 
 async def test_silent_device_does_not_delay_another_connection() -> None:
@@ -204,4 +217,4 @@ async def test_slow_response_times_out_and_the_late_frame_does_not_corrupt_later
     for s in rec.samples():
         if s.quality == Quality.GOOD:
             assert s.value == {"a": 21, "b": 22}[s.tag]
-    assert metrics.device_errors.labels("m", "plc", "BadTimeout")._value.get() >= 1
+    assert source.health.devices["plc"].errors["BadTimeout"] >= 1

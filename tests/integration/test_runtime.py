@@ -143,8 +143,10 @@ async def test_crashing_source_restarts_without_touching_others(tmp_path: Path, 
     await asyncio.wait_for(task, 5)
     steady = [s.value for s in sink.received if s.device == "m1"]
     assert len(steady) >= 10 and steady == sorted(steady)
-    assert runtime.metrics.component_restarts.labels("source:bad")._value.get() == 2
-    assert runtime.metrics.component_restarts.labels("source:steady")._value.get() == 0
+    assert runtime.metrics.health.components["source:bad"].restarts == 2
+    exported = runtime.metrics.registry.get_sample_value("edgegw_component_restarts_total", {"component": "source:bad"})
+    assert exported == 2
+    assert runtime.metrics.health.components["source:steady"].restarts == 0
 
 
 def test_sigterm_exits_zero_within_5s_and_loses_nothing_committed(tmp_path: Path) -> None:

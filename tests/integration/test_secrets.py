@@ -3,23 +3,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from gateway.config.loader import load_config
 from gateway.logs import configure_logging, get_logger
 from gateway.redact import redact
-from gateway.runtime import Runtime
+from tests.gateways import StartGateway, get
 from tests.servers import free_port
+from tests.waiting import until
 
 SECRETS = ("s3cr3t-pw", "tok-abc123", "mq-pass-9")
 
@@ -33,49 +30,27 @@ def test_redact_masks_url_passwords_and_query_tokens() -> None:
     assert redact(text) is text
 
 
-def fetch(port: int, path: str) -> str:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.read().decode()
-
-
 @pytest.mark.timeout(60)
-async def test_credentials_in_urls_never_reach_a_log_an_api_or_health(tmp_path: Path) -> None:
+async def test_credentials_in_urls_never_reach_a_log_an_api_or_health(tmp_path: Path, gateway: StartGateway) -> None:
     dead = free_port()  # nothing listens: every write fails and quotes its URL
-    path = tmp_path / "gw.yaml"
-    path.write_text(yaml.safe_dump({
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    runtime = await gateway({
         "data_dir": str(tmp_path / "data"), "http": {"port": 0},
         "sources": {"line": {"type": "synthetic", "interval": "100ms", "devices": {"m1": {"tags": [
             {"name": "t", "signal": "sine"}]}}}},
         "sinks": {"tsdb": {"type": "influxdb", "url": f"http://admin:{SECRETS[0]}@127.0.0.1:{dead}/?token={SECRETS[1]}",
                            "org": "o", "bucket": "b", "token": SECRETS[1], "retry_initial": "100ms",
                            "retry_max": "200ms"}},
-    }))
-    stream = io.StringIO()
-    configure_logging("debug", "json", stream=stream)
-    runtime = Runtime(load_config(path))
-    stop = asyncio.Event()
-    task = asyncio.create_task(runtime.run(stop))
-    try:
-        await asyncio.wait_for(runtime.started.wait(), 10)
-        assert runtime.http is not None and runtime.http.port
-        port = runtime.http.port
+    })
 
-        async def failed() -> bool:
-            status = json.loads(await asyncio.to_thread(fetch, port, "/api/status"))
-            return any(s.get("last_error") for s in status.get("sinks", []))
+    async def failed() -> bool:
+        status = json.loads((await get(runtime, "/api/status"))[2])
+        return any(s.get("last_error") for s in status.get("sinks", []))
 
-        deadline = asyncio.get_running_loop().time() + 20
-        while not await failed():
-            assert asyncio.get_running_loop().time() < deadline, "the sink never failed"
-            await asyncio.sleep(0.1)
-        get_logger("test").warning("quoting a url", url=f"http://x:{SECRETS[2]}@h/")  # any component, any field
-        shown = [await asyncio.to_thread(fetch, port, p) for p in ("/api/status", "/health", "/api/tags")]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    await until(failed, 20, "the sink fails")
+    get_logger("test").warning("quoting a url", url=f"http://x:{SECRETS[2]}@h/")  # any component, any field
+    shown = [(await get(runtime, p))[2] for p in ("/api/status", "/health", "/api/tags")]
     logs = stream.getvalue()
     assert "127.0.0.1:" + str(dead) in logs + "".join(shown)  # the URL itself is shown, for diagnosis
     for secret in SECRETS:

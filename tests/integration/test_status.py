@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from gateway.config.loader import load_config
 from gateway.live import LiveTags
 from gateway.model import Quality, Sample
 from gateway.runtime import Runtime
 from tests.fakes import RecordingSink, ToggleSource
+from tests.gateways import StartGateway, write_config
+from tests.gateways import get as get_text
 from tests.waiting import until
 
-
-def write(path: Path, cfg: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+pytestmark = pytest.mark.usefixtures("fake_plugins")
 
 
 def base_config(tmp_path: Path, **http: Any) -> dict[str, Any]:
@@ -37,47 +30,16 @@ def base_config(tmp_path: Path, **http: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def running(tmp_path: Path, fake_plugins: None) -> AsyncIterator[Callable[..., Any]]:
-    started: list[tuple[Runtime, asyncio.Event, asyncio.Task[None]]] = []
-
-    async def start(cfg: dict[str, Any]) -> Runtime:
-        runtime = Runtime(load_config(write(tmp_path / "gw.yaml", cfg)))
-        stop = asyncio.Event()
-        task = asyncio.create_task(runtime.run(stop))
-        await asyncio.wait_for(runtime.started.wait(), 10)
-        started.append((runtime, stop, task))
-        return runtime
-
-    yield start
-    for _, stop, task in started:
-        stop.set()
-        await asyncio.wait_for(task, 5)
-
-
 async def get(runtime: Runtime, path: str, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
-    assert runtime.http is not None and runtime.http.port
-    req = urllib.request.Request(f"http://127.0.0.1:{runtime.http.port}{path}")
-    if auth:
-        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
-
-    def fetch() -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                body = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as err:
-            body, status = err.read(), err.code
-        try:
-            return status, json.loads(body)
-        except ValueError:
-            return status, body.decode()
-
-    return await asyncio.to_thread(fetch)
+    status, _, body = await get_text(runtime, path, auth)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
 
 
-async def test_health_follows_devices_and_sinks(tmp_path: Path, running: Callable[..., Any]) -> None:
-    rt = await running(base_config(tmp_path))
+async def test_health_follows_devices_and_sinks(tmp_path: Path, gateway: StartGateway) -> None:
+    rt = await gateway(base_config(tmp_path))
 
     async def health_is(code: int) -> Any:
         status, body = await get(rt, "/health")
@@ -108,10 +70,10 @@ async def test_health_follows_devices_and_sinks(tmp_path: Path, running: Callabl
     assert detail["sinks"][0]["failing"] is False
 
 
-async def test_tags_api_filters_pages_and_keeps_history(tmp_path: Path, running: Callable[..., Any]) -> None:
+async def test_tags_api_filters_pages_and_keeps_history(tmp_path: Path, gateway: StartGateway) -> None:
     cfg = base_config(tmp_path)
     cfg["sources"]["line"]["devices"] = [f"m{i:02d}" for i in range(30)]
-    rt = await running(cfg)
+    rt = await gateway(cfg)
 
     async def all_tags() -> Any:
         _, body = await get(rt, "/api/tags")
@@ -162,8 +124,8 @@ def test_history_keeps_the_last_seconds_of_numeric_values() -> None:
     assert [v.history for v in off.select(history=True)[1]] == [()]
 
 
-async def test_basic_auth_protects_everything_but_health(tmp_path: Path, running: Callable[..., Any]) -> None:
-    rt = await running(base_config(tmp_path, username="ops", password="s3cret"))
+async def test_basic_auth_protects_everything_but_health(tmp_path: Path, gateway: StartGateway) -> None:
+    rt = await gateway(base_config(tmp_path, username="ops", password="s3cret"))
     assert (await get(rt, "/api/tags"))[0] == 401
     assert (await get(rt, "/metrics", ("ops", "wrong")))[0] == 401
     assert (await get(rt, "/metrics", ("ops", "s3cret")))[0] == 200
@@ -171,11 +133,11 @@ async def test_basic_auth_protects_everything_but_health(tmp_path: Path, running
     assert (await get(rt, "/health"))[0] in (200, 503)
 
 
-async def test_hot_reload_restarts_only_what_changed(tmp_path: Path, running: Callable[..., Any]) -> None:
+async def test_hot_reload_restarts_only_what_changed(tmp_path: Path, gateway: StartGateway) -> None:
     cfg = base_config(tmp_path)
     cfg["sources"]["line"]["devices"] = ["m1"]
     cfg["sinks"] = {"keep": {"type": "recording"}, "changing": {"type": "recording"}}
-    rt = await running(cfg)
+    rt = await gateway(cfg)
     keep, changing = RecordingSink.instances["keep"], RecordingSink.instances["changing"]
     await until(lambda: len(keep.received) >= 5)
 
@@ -189,7 +151,7 @@ async def test_hot_reload_restarts_only_what_changed(tmp_path: Path, running: Ca
     # Add a device, change one sink: the device appears, only that sink restarts.
     cfg2 = {**cfg, "sources": {"line": {"type": "toggle", "devices": ["m1", "m2"]}},
             "sinks": {"keep": {"type": "recording"}, "changing": {"type": "recording", "batch_max_samples": 7}}}
-    write(tmp_path / "gw.yaml", cfg2)
+    write_config(tmp_path / "gw.yaml", cfg2)
     assert await rt.reload_from_file() is True
     assert rt.reloads == 1
     assert RecordingSink.instances["keep"] is keep  # untouched
@@ -197,7 +159,7 @@ async def test_hot_reload_restarts_only_what_changed(tmp_path: Path, running: Ca
     await until(lambda: any(s.device == "m2" for s in keep.received))
 
     # Remove the source so the stream ends, then check the unchanged sink got every sample exactly once.
-    write(tmp_path / "gw.yaml", {**cfg2, "sources": {}})
+    write_config(tmp_path / "gw.yaml", {**cfg2, "sources": {}})
     assert await rt.reload_from_file() is True
     taken = rt.metrics.registry.get_sample_value("edgegw_samples_in_total", {"source": "line"})
     await until(lambda: len(keep.received) == taken)

@@ -1,0 +1,130 @@
+"""Health is part of the Source contract: what a source reports is what metrics, /health and the page show,
+a plug-in without a health account is refused, and a stopped source is closed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+import yaml
+
+from gateway import plugins
+from gateway.config.base import SourceConfigBase
+from gateway.config.loader import load_config
+from gateway.health import HealthRegistry, SourceHealth
+from gateway.metrics import Metrics
+from gateway.plugins import PluginError, SourcePlugin
+from gateway.runtime import Runtime
+from tests.fakes import CrashingSource, ToggleSource
+from tests.gateways import StartGateway, gateways
+from tests.waiting import until
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_metrics_are_a_view_of_the_reported_state() -> None:
+    metrics = Metrics()
+    health = SourceHealth("line", ["m1", "m2"])
+    metrics.health.add_source(health)
+    m1, m2 = health.devices["m1"], health.devices["m2"]
+    # nothing reported yet: no link state, no errors, no last good read
+    assert sample(metrics, "edgegw_device_connected", source="line", device="m1") is None
+    m1.up()
+    m1.good(1_700_000_000_000_000_000)
+    m2.down("not connected")
+    m2.failed("BadTimeout", 3)
+    m2.failed("IllegalDataAddress")
+    assert sample(metrics, "edgegw_device_connected", source="line", device="m1") == 1.0
+    assert sample(metrics, "edgegw_device_connected", source="line", device="m2") == 0.0
+    assert sample(metrics, "edgegw_device_last_good_read_timestamp_seconds", source="line", device="m1") == 1.7e9
+    assert sample(metrics, "edgegw_device_errors_total", source="line", device="m2", code="BadTimeout") == 3.0
+    assert sample(metrics, "edgegw_device_errors_total", source="line", device="m2",
+                  code="IllegalDataAddress") == 1.0
+    assert (m2.last_error, m2.reason) == ("IllegalDataAddress", "not connected")
+    m2.good(1)
+    assert m2.last_error == ""  # a good read clears the last error, the counts stay
+    metrics.health.forget_source("line")
+    assert sample(metrics, "edgegw_device_errors_total", source="line", device="m2", code="BadTimeout") is None
+
+
+def test_components_are_exported_from_the_supervisors_state() -> None:
+    registry = HealthRegistry()
+    state = registry.component("source:line")
+    state.running, state.restarts = True, 2
+    families = {f.name: f for f in registry.collect()}
+    assert [(s.labels, s.value) for s in families["edgegw_component_up"].samples] == [
+        ({"component": "source:line"}, 1.0)]
+    assert [s.value for s in families["edgegw_component_restarts"].samples if s.name.endswith("_total")] == [2.0]
+    assert registry.source_running() == {"line": True}
+
+
+def config(tmp_path: Path, sources: dict[str, Any]) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump({
+        "data_dir": str(tmp_path / "data"), "http": {"enabled": False}, "sources": sources,
+        "sinks": {"out": {"type": "recording"}},
+    }))
+    return path
+
+
+async def test_the_status_board_shows_what_the_source_reports(
+        tmp_path: Path, fake_plugins: None, gateway: StartGateway) -> None:
+    runtime = await gateway(config(tmp_path, {"line": {"type": "toggle", "devices": ["m1", "m2"]}}))
+    source = runtime.sources["line"]
+    assert isinstance(source, ToggleSource)
+
+    def states() -> dict[str, tuple[str, str]] | None:
+        got = {d["device"]: (d["state"], d["reason"]) for d in runtime.board.devices()}
+        return got if all(s != "starting" for s, _ in got.values()) else None
+
+    assert await until(states) == {"m1": ("ok", ""), "m2": ("ok", "")}
+    source.health.devices["m2"].failed("BadUserAccessDenied")
+    ToggleSource.down = {"m2"}
+    await until(lambda: runtime.board.devices()[1]["state"] == "down")
+    m2 = runtime.board.devices()[1]
+    assert (m2["reason"], m2["errors"], m2["last_error"]) == (
+        "not connected", {"BadUserAccessDenied": 1}, "BadUserAccessDenied")
+    ok, body = runtime.board.health()
+    assert not ok and body["problems"] == ["device line.m2: not connected"]
+    source.health.problems.append("certificate expires in 3 days")
+    assert runtime.board.health()[1]["problems"][-1] == "source line: certificate expires in 3 days"
+
+
+async def test_a_source_without_a_health_account_is_refused(tmp_path: Path, fake_plugins: None) -> None:
+    class NoHealth:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def run(self, emit: Any) -> None:
+            await asyncio.Event().wait()
+
+    class Config(SourceConfigBase):
+        type: Literal["nohealth"]
+
+    with plugins.registered(SourcePlugin("nohealth", Config, lambda name, cfg, ctx: NoHealth(name))):
+        runtime = Runtime(load_config(config(tmp_path, {"bare": {"type": "nohealth"}})))
+        refused = r"'nohealth' does not implement the Source contract .*: no health, close"
+        with pytest.raises(PluginError, match=refused):
+            await runtime.run(asyncio.Event())
+
+
+async def test_sources_are_closed_when_stopped_replaced_or_removed(tmp_path: Path, fake_plugins: None) -> None:
+    path = config(tmp_path, {"a": {"type": "crashing", "crashes": 0}, "b": {"type": "crashing", "crashes": 0}})
+    async with gateways(tmp_path) as gateway:
+        runtime = await gateway(path)
+        a, b = runtime.sources["a"], runtime.sources["b"]
+        assert isinstance(a, CrashingSource) and isinstance(b, CrashingSource)
+        await until(lambda: a.counter > 2 and b.counter > 2)
+        # a hot reload drops b and changes a: both old instances are closed once, b's health leaves the views
+        changed_a = runtime.config.sources["a"].model_copy(update={"per_run": 4})
+        await runtime.apply(runtime.config.model_copy(update={"sources": {"a": changed_a}}))
+        assert (a.closed, b.closed) == (1, 1)
+        assert set(runtime.metrics.health.sources) == {"a"}
+        assert "source:b" not in runtime.metrics.health.components
+        a2 = runtime.sources["a"]
+        assert isinstance(a2, CrashingSource) and a2 is not a
+    assert a2.closed == 1  # and the one running at shutdown

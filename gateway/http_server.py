@@ -120,6 +120,11 @@ def _answer(status: int, ctype: str, body: bytes, headers: Mapping[str, str] | N
                         headers={"Content-Type": ctype, "Cache-Control": "no-store", **(headers or {})})
 
 
+async def _server_header(_: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp's default names the Python and aiohttp versions, on pages served without auth
+    response.headers["Server"] = "edge-gateway"
+
+
 def _text(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return _answer(status, "text/plain", text.encode(), headers)
 
@@ -157,6 +162,7 @@ class HttpEndpoint:
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._fail_safe, self._gate])
+        app.on_response_prepare.append(_server_header)
         for path, handler in self.routes.items():
             app.router.add_get(path, handler)  # HEAD too
         runner = web.AppRunner(

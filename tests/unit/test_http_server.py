@@ -131,13 +131,15 @@ async def test_get_and_head_only_and_404_for_unknown_paths(start: Start) -> None
                         b"DELETE /nope HTTP/1.1\r\nHost: gw\r\n\r\n"):
             status, headers, body = await exchange(reader, writer, request)
             assert (status, headers["allow"], body) == (405, "GET, HEAD", b"method not allowed\n")
-        status, _, body = await exchange(reader, writer, b"GET /nope HTTP/1.1\r\nHost: gw\r\n\r\n")
+        status, headers, body = await exchange(reader, writer, b"GET /nope HTTP/1.1\r\nHost: gw\r\n\r\n")
         assert (status, body) == (404, b"not found\n")
+        assert headers["server"] == "edge-gateway"  # no library versions on an unauthenticated page
         status, _, body = await exchange(reader, writer, b"GET /health/ HTTP/1.1\r\nHost: gw\r\n\r\n")
         assert status == 404
         status, headers, _ = await exchange(reader, writer, b"HEAD /health HTTP/1.1\r\nHost: gw\r\n\r\n",
                                             head_only=True)
         assert status == 200 and headers["content-type"] == "application/json"
+        assert headers["server"] == "edge-gateway"
         assert int(headers["content-length"]) == len(b'{"status":"ok","problems":[]}')
         # no body came after the HEAD answer: the next answer starts right away
         status, _, body = await exchange(reader, writer, b"GET /api/tags?q=x&offset=2&limit=zz&history=1 "

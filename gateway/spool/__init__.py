@@ -57,10 +57,16 @@ Concurrency
 
 Encoding is columnar ``marshal`` (see ``gateway.spool_codec``); never pickle.
 
-Modules
-    ``storage`` (the SQLite file, its thread, one transaction per write), ``reader`` (one sink's
-    cursor), ``core`` (the ``Spool``: appends, the writer task, the in-memory tail, retention),
-    ``drops`` (what was lost, per sink and reason), ``ranges`` (seq range arithmetic for gaps).
+Modules, and where each rule is enforced
+    ``storage``: the SQLite file on its own thread; one transaction per write job, so rows, cursors,
+    gaps and dead letters become durable together (``Storage.write``). ``tail``: the decoded recent
+    batches; every committed row above ``Tail.floor`` is in it. ``reader``: one sink's cursor; a reader
+    asks its spool only through ``ReaderHost``, and only the spool moves a reader's counters, on commit
+    (``Spool._apply``) and deletion (``Spool._deleted``). ``retention``: ages (``AgeCheckpoints``) and the
+    ranges no sink wants (``unwanted_ranges``). ``core``: the ``Spool``: appends, the writer task, and the
+    one rule for deleting rows (``Spool._gc_floor``: a row goes once every holding cursor has acked it,
+    or when ``max_age``/``max_size``/a full disk drop it, counted in ``drops``). ``drops``: what was
+    lost, per sink and reason. ``ranges``: seq range arithmetic for gaps.
 """
 
 from gateway.spool.core import Spool, SpoolStats

@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from gateway.config.site import SpoolConfig
 from gateway.errors import GatewayError
@@ -18,10 +17,12 @@ from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.model import Batch, Sample, SpooledBatch
 from gateway.spool.drops import DropLedger
-from gateway.spool.ranges import Gaps, in_gaps, intersect, outside
+from gateway.spool.ranges import Gaps, in_gaps, outside
 from gateway.spool.reader import InitialCount, SpoolReader
+from gateway.spool.retention import AgeCheckpoints, unwanted_ranges
 from gateway.spool.storage import (
     Dropped,
+    ReadResult,
     Row,
     SpoolClosedError,
     Storage,
@@ -29,10 +30,10 @@ from gateway.spool.storage import (
     WriteResult,
     is_full,
 )
+from gateway.spool.tail import Tail
 from gateway.threads import WorkerThread
 
 _T = TypeVar("_T")
-_CHECKPOINT_SPLIT: Final = 2048  # age checkpoints per max_age within a run
 
 
 @dataclass(slots=True)
@@ -90,16 +91,9 @@ class Spool:
         self._batches = self._samples = self._bytes = 0
         self.drops = DropLedger(metrics, self.log, config.overflow)
         """Monotonic time of the last drop some sink missed (None: none in this run)."""
-        # Tail of committed batches: parallel lists from _tail_off on; every committed row > _floor is in it.
-        self._tail_seq: list[int] = []
-        self._tail: list[SpooledBatch] = []
-        self._tail_mono: list[float] = []
-        self._tail_off = 0
-        self._floor = 0
-        # Age checkpoints (ascending): every row with seq <= _cp_seq[i] was appended by _cp_mono[i].
-        self._cp_seq: list[int] = []
-        self._cp_mono: list[float] = []
-        self._cp_step = (self._max_age or 7 * 86400.0) / _CHECKPOINT_SPLIT
+        self.tail = Tail(0)
+        """Committed batches kept decoded for readers at the head (``gateway.spool.tail``)."""
+        self._ages = AgeCheckpoints(self._max_age)
         # Cursors.
         self._readers: dict[str, SpoolReader] = {}
         self._cursors: dict[str, int] = {}  # last known cursor of every sink (stored or acked)
@@ -130,14 +124,15 @@ class Spool:
             raise
         self._opened = True
         self._next_seq = info.last_seq + 1
-        self._committed = self._floor = self._open_head = info.last_seq
+        self._committed = self._open_head = info.last_seq
+        self.tail = Tail(info.last_seq)
         self._deleted_upto = info.first_seq - 1
         self._batches, self._samples, self._bytes = info.batches, info.samples, info.bytes
         self._cursors = dict(info.cursors)
         self._held = dict(info.cursors)
         self._gaps = info.gaps
         self._held_kept = dict.fromkeys(info.cursors, info.last_seq)
-        self._date_previous_run(info.dated)
+        self._ages.date_previous_run(info.dated)
         self._last_gc = time.monotonic()
         self._room.set()
         self._set_gauges()
@@ -145,16 +140,6 @@ class Spool:
         self._writer.add_done_callback(self._writer_done)
         self.log.info("spool open", batches=info.batches, samples=info.samples, bytes=info.bytes,
                       last_seq=info.last_seq, cursors=info.cursors)
-
-    def _date_previous_run(self, dated: list[tuple[int, int]]) -> None:
-        now_mono, now_wall = time.monotonic(), time.time_ns()
-        last = float("-inf")
-        for seq, created_ns in dated:
-            age = (now_wall - created_ns) / 1e9
-            mono = now_mono - age if age >= 0 else now_mono  # from the "future": the clock was set back
-            last = max(last, mono)  # keep checkpoints ordered; a later row is never older
-            self._cp_seq.append(seq)
-            self._cp_mono.append(last)
 
     async def close(self) -> None:
         """Commit everything pending (appends and cursors), collect acked rows, checkpoint the WAL and
@@ -303,46 +288,36 @@ class Spool:
         self._wake.set()  # GC may now go further
         return pending
 
-    def _cursor_moved(self, sink: str, seq: int) -> None:
+    def cursor_moved(self, sink: str, seq: int) -> None:
         self._moves += 1
         self._cursors[sink] = seq
         self._dirty[sink] = seq
         self._request()
 
-    def _read_tail(self, r: SpoolReader, max_samples: int) -> list[SpooledBatch]:
-        seqs, tail = self._tail_seq, self._tail
-        i = bisect_right(seqs, r._pos, self._tail_off)
-        end = len(seqs)
-        out: list[SpooledBatch] = []
-        total = 0
-        pos = r._pos
-        match = r._match
-        inflight = r._inflight
-        gaps = r._gaps
-        while i < end:
-            b = tail[i]
-            if match(b.source) and not (gaps and in_gaps(gaps, seqs[i])):
-                n = len(b.samples)
-                if out and total + n > max_samples:
-                    break
-                out.append(b)
-                inflight.append((b.seq, n))
-                total += n
-            pos = seqs[i]
-            i += 1
-        r._pos = pos
-        if out:
-            r._last_out = out[-1].seq
-        return out
+    # -- what readers ask of the spool (``gateway.spool.reader.ReaderHost``) ---------------------------
 
-    def _age_of(self, seq: int) -> float:
+    @property
+    def committed(self) -> int:
+        return self._committed
+
+    def usable(self) -> bool:
+        return not (self._closed or self._failed)
+
+    def gaps_of(self, sink: str) -> Gaps:
+        return self._gaps.setdefault(sink, [])
+
+    async def read_stored(self, after: int, upto: int, match: Callable[[str], bool], max_samples: int,
+                          gaps: Sequence[tuple[int, int]]) -> ReadResult:
+        return await self._on_thread(self._store.read, after, upto, match, max_samples, gaps)
+
+    def nudge(self) -> None:
+        """A reader stepped over rows it does not want: garbage collection may go further."""
+        self._wake.set()
+
+    def age_of(self, seq: int) -> float:
         """Seconds since the row ``seq`` (or the first one after it) was appended; a lower bound off the tail."""
-        now = time.monotonic()
-        if seq > self._floor:
-            i = bisect_left(self._tail_seq, seq, self._tail_off)
-            return max(0.0, now - self._tail_mono[i]) if i < len(self._tail_seq) else 0.0
-        k = bisect_left(self._cp_seq, seq)
-        return max(0.0, now - self._cp_mono[k]) if k < len(self._cp_seq) else 0.0
+        appended = self.tail.appended_at(seq) if seq > self.tail.floor else self._ages.appended_at(seq)
+        return 0.0 if appended is None else max(0.0, time.monotonic() - appended)
 
     # -- stats and helpers ---------------------------------------------------------------------------
 
@@ -385,7 +360,7 @@ class Spool:
         """Monotonic time of the last drop some sink missed (None: none in this run)."""
         return self.drops.last_drop_mono
 
-    def _damaged(self, rows: list[tuple[int, str, int]], sink: str) -> None:
+    def damaged(self, rows: list[tuple[int, str, int]], sink: str) -> None:
         self._error("corrupt", len(rows))
         self.log.error("damaged spool rows skipped", seqs=[r[0] for r in rows], sink=sink)
         n = sum(r[2] for r in rows)
@@ -425,22 +400,16 @@ class Spool:
             self._moves != self._moves_collected and any(self._gaps.values()))
         return collectable and (now - self._last_gc >= self.gc_interval or self._closing)
 
-    def _age_cutoff(self, now: float) -> int:
-        if self._max_age <= 0 or not self._cp_mono:
-            return 0
-        k = bisect_right(self._cp_mono, now - self._max_age)
-        return self._cp_seq[k - 1] if k else 0
-
     def _maintenance_delay(self, now: float) -> float | None:
         delays = []
-        if self._max_age > 0 and self._cp_mono:
-            delays.append(self._cp_mono[0] + self._max_age - now)
+        if (aged := self._ages.next_due(now)) is not None:
+            delays.append(aged)
         if self._gc_floor() > self._deleted_upto:
             delays.append(self._last_gc + self.gc_interval - now)
         return max(0.0, min(delays)) if delays else None
 
     def _has_work(self, now: float) -> bool:
-        return self._gen != self._done_gen or self._gc_due(now) or self._age_cutoff(now) > self._deleted_upto
+        return self._gen != self._done_gen or self._gc_due(now) or self._ages.cutoff(now) > self._deleted_upto
 
     async def _run_writer(self) -> None:
         failures = 0
@@ -499,7 +468,7 @@ class Spool:
             gc_upto = floor if floor > self._deleted_upto else 0
             gap_deletes = self._prune_gaps(floor)
             self._last_gc = now
-        age_upto = self._age_cutoff(now)
+        age_upto = self._ages.cutoff(now)
         self._work_since = None
         self._urgent.clear()
         job = WriteJob(
@@ -531,18 +500,7 @@ class Spool:
                     k += 1
                 del gaps[:k]  # in place: the reader holds this very list
                 self._gaps_dirty.add(sink)
-        free = [(floor + 1, self._committed)]
-        for sink, acked in holders:
-            unwanted: list[tuple[int, int]] = [(0, acked)]
-            for lo, hi in self._gaps.get(sink, ()):
-                if lo <= unwanted[-1][1] + 1:
-                    unwanted[-1] = (unwanted[-1][0], max(unwanted[-1][1], hi))
-                else:
-                    unwanted.append((lo, hi))
-            free = intersect(free, unwanted)
-            if not free:
-                break
-        return free
+        return unwanted_ranges(holders, self._gaps, floor, self._committed)
 
     def _restore(self, job: WriteJob) -> None:
         self._pending[:0] = job.rows
@@ -571,16 +529,14 @@ class Spool:
         if res.deleted_upto:
             self._deleted(res.deleted_upto, res.dropped, readers)
         prev = self._committed
-        tail_seq, tail, tail_mono = self._tail_seq, self._tail, self._tail_mono
+        add_to_tail = self.tail.add
         stored_samples = 0
         skips = res.skips
         held = self._held
         for seq, source, samples, mono in res.stored:
             n = len(samples)
             stored_samples += n
-            tail_seq.append(seq)
-            tail.append(SpooledBatch(seq, source, samples))
-            tail_mono.append(mono)
+            add_to_tail(seq, source, samples, mono)
             skip = skips.get(seq) if skips else None
             for r in readers:
                 if r._match(source) and not (skip and r.sink in skip):
@@ -605,7 +561,7 @@ class Spool:
         if res.stored:
             self._committed = prev
             self.metrics.spool_appended.inc(stored_samples)
-            self._checkpoint(prev, res.stored[-1][3])
+            self._ages.committed(prev, res.stored[-1][3])
         for _, source, n, reason in res.refused:
             missed = False
             for r in readers:
@@ -617,7 +573,7 @@ class Spool:
                 self.drops.lost_for(sink, reason, n)
             if missed:
                 self.drops.lost(reason, n)
-        self._trim_tail()
+        self.tail.trim(self.config.memory_batches, self.config.memory_samples)
         self._batches, self._samples, self._bytes = res.batches, res.samples, res.bytes
         self._set_gauges()
         for seconds in res.commit_seconds:
@@ -672,40 +628,5 @@ class Spool:
             if r._pos < upto:
                 r._pos = upto
         self._deleted_upto = max(self._deleted_upto, upto)
-        k = bisect_right(self._cp_seq, upto)
-        if k:
-            del self._cp_seq[:k]
-            del self._cp_mono[:k]
-        self._tail_off = max(self._tail_off, bisect_right(self._tail_seq, upto, self._tail_off))
-        self._floor = max(self._floor, upto)
-
-    def _checkpoint(self, seq: int, mono: float) -> None:
-        if self._cp_mono and mono - self._cp_mono[-1] < self._cp_step:
-            self._cp_seq[-1], self._cp_mono[-1] = seq, mono  # coalesce: eviction at most _cp_step late
-        else:
-            self._cp_seq.append(seq)
-            self._cp_mono.append(mono)
-
-    def _trim_tail(self) -> None:
-        """Keep at most ``memory_batches`` batches and about ``memory_samples`` samples decoded in memory.
-
-        Both bounds matter: one source may emit 10 batches of 10,000 samples a second, another 1,000
-        batches of one sample. The newest batch always stays, so a reader at the head never decodes.
-        """
-        tail, off = self._tail, self._tail_off
-        keep_from = max(off, len(tail) - self.config.memory_batches)
-        budget = self.config.memory_samples
-        i = len(tail)
-        while i > keep_from:
-            budget -= len(tail[i - 1].samples)
-            if budget < 0 and i < len(tail):
-                break
-            i -= 1
-        if i > off:
-            self._tail_off = off = i
-            self._floor = max(self._floor, self._tail_seq[off - 1])
-        if off >= 64 or (off and off * 2 > len(tail)):  # compact: trimmed batches must really be freed
-            del self._tail_seq[:off]
-            del self._tail[:off]
-            del self._tail_mono[:off]
-            self._tail_off = 0
+        self._ages.cut(upto)
+        self.tail.cut(upto)

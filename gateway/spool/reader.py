@@ -4,16 +4,44 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.model import SpooledBatch
 from gateway.spool.storage import SpoolClosedError
 
 if TYPE_CHECKING:
-    from gateway.spool.core import Spool
+    from gateway.spool.ranges import Gaps
+    from gateway.spool.storage import ReadResult
+    from gateway.spool.tail import Tail
+
+
+class ReaderHost(Protocol):
+    """All a reader asks of its spool (``gateway.spool.core.Spool``): the one interface between the two.
+    The spool in turn keeps the reader's cursor fields (``_acked``, ``_pos``, ``_pending``, ...) in step with
+    its commits and deletions; nothing else touches them."""
+
+    tail: Tail
+
+    @property
+    def committed(self) -> int: ...
+
+    def usable(self) -> bool: ...
+
+    def gaps_of(self, sink: str) -> Gaps: ...
+
+    async def read_stored(self, after: int, upto: int, match: Callable[[str], bool], max_samples: int,
+                          gaps: Sequence[tuple[int, int]]) -> ReadResult: ...
+
+    def damaged(self, rows: list[tuple[int, str, int]], sink: str) -> None: ...
+
+    def cursor_moved(self, sink: str, seq: int) -> None: ...
+
+    def age_of(self, seq: int) -> float: ...
+
+    def nudge(self) -> None: ...
 
 
 class InitialCount(Enum):
@@ -32,7 +60,7 @@ class SpoolReader:
     ``rewind`` puts the read position back on the cursor after a failed write.
     """
 
-    def __init__(self, spool: Spool, sink: str, sources: Sequence[str], cursor: int, *, counting: bool) -> None:
+    def __init__(self, spool: ReaderHost, sink: str, sources: Sequence[str], cursor: int, *, counting: bool) -> None:
         self.sink = sink
         self.sources = tuple(sources)
         self._spool = spool
@@ -44,10 +72,10 @@ class SpoolReader:
         self._inflight: deque[tuple[int, int]] = deque()  # (seq, samples) returned and not yet acked
         self._pending = 0  # matching committed samples after _acked (may dip below 0 while counting)
         self._count = InitialCount.WAITING if counting else InitialCount.DONE
-        self._count_upto = spool._committed if counting else 0
+        self._count_upto = spool.committed if counting else 0
         self._epoch = 0  # bumped by rewind: a disk read that straddles it is discarded
-        self._gaps = spool._gaps.setdefault(sink, [])  # seqs skipped while this sink was full (drop_newest)
-        self._kept = spool._committed  # no row kept for this sink after here (a new gap may extend the last)
+        self._gaps = spool.gaps_of(sink)  # seqs skipped while this sink was full (drop_newest)
+        self._kept = spool.committed  # no row kept for this sink after here (a new gap may extend the last)
         self._event = asyncio.Event()
         self._registered = True
 
@@ -71,29 +99,30 @@ class SpoolReader:
         """
         spool = self._spool
         while True:
-            if not self._registered or spool._closed or spool._failed:
+            if not self._registered or not spool.usable():
                 raise SpoolClosedError(f"spool reader {self.sink!r} is closed")
             self._event.clear()  # before looking: a commit during the look sets it again
-            if self._pos < spool._floor:
+            if self._pos < spool.tail.floor:
                 out = await self._read_disk(max_samples)
                 if out:
                     return out
                 continue  # moved forward (or was rewound): look again, possibly in the tail
-            out = spool._read_tail(self, max_samples)
+            out, self._pos = spool.tail.read(self._pos, self._match, self._gaps, max_samples)
             if out:
+                self._handed_out(out)
                 return out
             if self._acked >= self._last_out and self._pos > self._acked:
                 self._acked = self._pos  # nothing in flight and nothing wanted up to here: step over it
-                spool._wake.set()  # which may let garbage collection go further
+                spool.nudge()  # which may let garbage collection go further
             await self._event.wait()
 
     async def _read_disk(self, max_samples: int) -> list[SpooledBatch]:
         spool = self._spool
         epoch, start = self._epoch, self._pos
         gaps = [(lo, hi) for lo, hi in self._gaps]
-        res = await spool._on_thread(spool._store.read, start, spool._floor, self._match, max(1, max_samples), gaps)
+        res = await spool.read_stored(start, spool.tail.floor, self._match, max(1, max_samples), gaps)
         if res.damaged:
-            spool._damaged(res.damaged, self.sink)
+            spool.damaged(res.damaged, self.sink)
         if epoch != self._epoch or not self._registered:
             return []  # rewound (or dropped) meanwhile: look again from the new position
         pos = self._pos  # deletions meanwhile may have moved it forward
@@ -103,9 +132,12 @@ class SpoolReader:
                 self._forget(seq, n)
         self._pos = max(pos, res.scanned)
         if out:
-            self._inflight.extend((b.seq, len(b.samples)) for b in out)
-            self._last_out = out[-1].seq
+            self._handed_out(out)
         return out
+
+    def _handed_out(self, out: list[SpooledBatch]) -> None:
+        self._inflight.extend((b.seq, len(b.samples)) for b in out)
+        self._last_out = out[-1].seq
 
     async def ack(self, seq: int) -> None:
         """The sink accepted everything up to ``seq``. The cursor is persisted by the next commit."""
@@ -118,7 +150,7 @@ class SpoolReader:
         self._acked = seq
         if self._pos < seq:
             self._pos = seq
-        self._spool._cursor_moved(self.sink, seq)
+        self._spool.cursor_moved(self.sink, seq)
 
     def rewind(self) -> None:
         """After a failed write: the next ``next()`` starts again right after the acked cursor."""
@@ -134,4 +166,4 @@ class SpoolReader:
         """Seconds since the oldest unacked batch was appended (monotonic), 0.0 when nothing is pending."""
         if self._pending <= 0:
             return 0.0
-        return self._spool._age_of(self._acked + 1)
+        return self._spool.age_of(self._acked + 1)

@@ -12,10 +12,11 @@ _INTEGRATION_DIRS = ("integration", "interop")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test under tests/integration and tests/interop talks to real servers: mark it so
-    (``-m "not integration"`` runs the fast unit tests alone)."""
+    """Every test under an ``integration`` or ``interop`` folder (``tests/integration``,
+    ``tests/connectors/<plug-in>/integration``, ...) talks to real servers: mark it so (``-m "not
+    integration"`` runs the fast unit tests alone)."""
     for item in items:
-        if any(part in _INTEGRATION_DIRS for part in item.path.relative_to(config.rootpath).parts[:2]):
+        if any(part in _INTEGRATION_DIRS for part in item.path.relative_to(config.rootpath).parts[:-1]):
             item.add_marker(pytest.mark.integration)
 
 

@@ -32,7 +32,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.mqtt_subscriber import Subscriber  # noqa: E402
+from tests.mqtt_subscriber import Subscriber  # noqa: E402
 from tests.servers import free_port, mosquitto  # noqa: E402
 
 TAGS = 100

@@ -20,7 +20,7 @@ from gateway.config.loader import load_config
 from gateway.runtime import Runtime
 from simulators.modbus.config import SimulatorConfig
 from simulators.modbus.server import ModbusSimulator
-from tests.integration.mqtt_subscriber import Subscriber
+from tests.mqtt_subscriber import Subscriber
 from tests.servers import Mosquitto, free_port, mosquitto
 from tests.waiting import until
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.mqtt_subscriber import Subscriber
+from tests.mqtt_subscriber import Subscriber
 from tests.servers import free_port, mosquitto, victoria_metrics
 from tests.waiting import poll
 

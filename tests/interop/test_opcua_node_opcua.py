@@ -10,7 +10,7 @@ import pytest
 
 from gateway.errors import WriteError
 from gateway.model import Quality
-from tests.integration.opcua_support import running
+from tests.connectors.opcua.support import running
 from tests.waiting import until as wait_until
 
 NS = "urn:test:nodeopcua"

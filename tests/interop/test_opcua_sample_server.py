@@ -22,7 +22,7 @@ from gateway.config.loader import load_config
 from gateway.model import Quality
 from gateway.runtime import Runtime
 from gateway.status_codes import status_name
-from tests.integration.opcua_support import running
+from tests.connectors.opcua.support import running
 from tests.waiting import until as wait_until
 
 SIM = "urn://node-opcua-simulator"

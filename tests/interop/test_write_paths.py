@@ -21,7 +21,7 @@ from gateway.config.base import TagBase
 from gateway.errors import WriteError
 from gateway.model import Value
 from gateway.writes import write_value
-from tests.integration.opcua_support import running
+from tests.connectors.opcua.support import running
 from tests.interop.modbus_device import CONTROL, SETPOINT, UNIT, datasheet_device
 from tests.servers import free_port
 from tests.waiting import until as wait_until

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.metrics import Metrics
 from gateway.model import Quality
-from tests.integration.opcua_support import SimProcess, running, sim_process
+from tests.connectors.opcua.support import SimProcess, running, sim_process
 from tests.waiting import until as wait_until
 
 NS = "urn:test:recovery"

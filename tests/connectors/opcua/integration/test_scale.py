@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.opcua_support import running, simulator
+from tests.connectors.opcua.support import running, simulator
 from tests.waiting import until as wait_until
 
 NS = "urn:test:scale"

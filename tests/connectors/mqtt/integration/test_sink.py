@@ -14,7 +14,7 @@ from gateway.config.site import SiteConfig
 from gateway.errors import RetryableSinkError
 from gateway.logs import get_logger
 from gateway.model import Batch, Quality, Sample
-from tests.integration.mqtt_subscriber import Subscriber
+from tests.mqtt_subscriber import Subscriber
 from tests.servers import Mosquitto, free_port, mosquitto
 
 SITE = SiteConfig(enterprise="acme", site="busan", area="packaging", line="line1")

@@ -13,6 +13,7 @@ from gateway.config.loader import load_config
 from gateway.config.site import SiteConfig
 from gateway.errors import ConfigError
 from gateway.model import Batch, Quality, Sample
+from tests import REPO
 
 SITE = SiteConfig(enterprise="acme", site="busan", area="packaging", line="line1")
 TS = 1_795_460_550_318_123_456
@@ -73,7 +74,7 @@ def test_config_errors(tmp_path: Path, cfg: dict[str, object], message: str) -> 
 
 
 def test_sample_yaml_is_a_valid_config(tmp_path: Path) -> None:
-    sample = yaml.safe_load((Path(__file__).parents[2] / "connectors" / "influxdb" / "sample.yaml").read_text())
+    sample = yaml.safe_load((REPO / "connectors" / "influxdb" / "sample.yaml").read_text())
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump({"sinks": {"tsdb": sample}}))
     cfg = load_config(path).sinks["tsdb"]

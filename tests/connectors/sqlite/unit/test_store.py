@@ -33,10 +33,10 @@ from gateway.config.base import SinkConfigBase
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample
+from tests import REPO
 
 SEC = 1_000_000_000
 T0 = 1_714_543_200 * SEC  # 2024-05-01T06:00:00Z: fixed, for exact CLI output (no retention runs there)
-REPO = Path(__file__).resolve().parents[2]
 
 
 def recent_t0() -> int:

@@ -19,6 +19,7 @@ from gateway.config.loader import load_config
 from gateway.config.site import SiteConfig
 from gateway.errors import ConfigError, WriteError
 from gateway.model import Batch, Quality, Sample, Value
+from tests import REPO
 
 SITE = SiteConfig(enterprise="acme", site="busan", area="packaging", line="line1")
 TS = 1_795_460_550_318_999_999
@@ -189,7 +190,7 @@ async def test_rate_limit_refuses_past_the_burst() -> None:
 
 
 def test_sample_yaml_is_a_valid_config(tmp_path: Path) -> None:
-    sample = yaml.safe_load((Path(__file__).parents[2] / "connectors" / "mqtt" / "sample.yaml").read_text())
+    sample = yaml.safe_load((REPO / "connectors" / "mqtt" / "sample.yaml").read_text())
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump({"sinks": {"plant_broker": sample}}))
     cfg = load_config(path).sinks["plant_broker"]

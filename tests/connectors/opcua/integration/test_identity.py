@@ -17,7 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from connectors.opcua.pki import Pki
 from gateway.metrics import Metrics
 from gateway.model import Quality
-from tests.integration.opcua_support import running, simulator
+from tests.connectors.opcua.support import running, simulator
 from tests.waiting import until as wait_until
 
 NS = "urn:test:identity"

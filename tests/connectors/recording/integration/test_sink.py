@@ -14,6 +14,7 @@ from connectors.recording.sink import RecordSink
 from gateway.config.loader import load_config
 from gateway.errors import ConfigError
 from gateway.runtime import Runtime
+from tests import REPO
 from tests.waiting import until as wait_until
 
 
@@ -129,7 +130,7 @@ async def test_record_drains_everything_the_sources_produced(tmp_path: Path) -> 
 
 
 def test_sample_yaml_is_a_valid_config(tmp_path: Path) -> None:
-    sample = yaml.safe_load((Path(__file__).parents[2] / "connectors" / "recording" / "sample.yaml").read_text())
+    sample = yaml.safe_load((REPO / "connectors" / "recording" / "sample.yaml").read_text())
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump({"sinks": {"recording": sample}}))
     assert load_config(path, env={}).sinks["recording"].type == "record"

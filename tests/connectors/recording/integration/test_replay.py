@@ -19,6 +19,7 @@ import pytest
 from connectors.modbus.adapter import ModbusClient
 from connectors.modbus.codec import decode
 from connectors.recording.files import RecordedSample, read_recording
+from tests import REPO
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -170,7 +171,7 @@ def test_record_replay_collect_gives_the_recorded_series(tmp_path: Path) -> None
 @pytest.mark.timeout(90)
 def test_record_a_config_that_serves_its_own_line(tmp_path: Path) -> None:
     """`simulators:` in the config: record starts the line in its own process and records it."""
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO
     mb, ua = free_port(), free_port()
     text = (repo / "configs" / "cnc-gateway.yaml").read_text()
     text = text.replace("port: 5021", f"port: {mb}").replace(":4841/", f":{ua}/")

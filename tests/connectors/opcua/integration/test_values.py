@@ -13,7 +13,7 @@ import pytest
 from gateway.errors import WriteError
 from gateway.metrics import Metrics
 from gateway.model import Quality
-from tests.integration.opcua_support import running, simulator
+from tests.connectors.opcua.support import running, simulator
 from tests.waiting import until as wait_until
 
 NS = "urn:test:plant"

@@ -13,7 +13,7 @@ import yaml
 
 from gateway.config.loader import load_config
 from gateway.runtime import Runtime
-from tests.integration.mqtt_subscriber import Received, Subscriber
+from tests.mqtt_subscriber import Received, Subscriber
 from tests.servers import Mosquitto
 
 PREFIX = "acme/busan/packaging/line1/cmd"

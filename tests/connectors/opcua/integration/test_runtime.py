@@ -12,8 +12,8 @@ import yaml
 from gateway.config.loader import load_config
 from gateway.errors import WriteError
 from gateway.runtime import Runtime
+from tests.connectors.opcua.support import simulator
 from tests.fakes import RecordingSink
-from tests.integration.opcua_support import simulator
 from tests.waiting import until as wait_until
 
 NS = "urn:test:runtime"

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from connectors.opcua.config import OpcUaSourceConfig
-from tests.integration.opcua_support import sim_process
+from tests.connectors.opcua.support import sim_process
 
 NS = "urn:test:browse"
 SIM = {"namespace": NS, "devices": {"filler": {"path": ["Line1"], "variables": [

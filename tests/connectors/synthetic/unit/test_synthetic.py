@@ -4,7 +4,6 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +21,9 @@ from gateway.errors import WriteError
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality
 from gateway.plugins import BuildContext, source_plugin
+from tests import REPO
 
-SAMPLE_YAML = Path(__file__).parents[2] / "connectors" / "synthetic" / "sample.yaml"
+SAMPLE_YAML = REPO / "connectors" / "synthetic" / "sample.yaml"
 
 
 def config(interval: float | str = 0.01, seed: int = 0, **devices: list[dict[str, Any]]) -> SyntheticSourceConfig:

@@ -1,0 +1,1 @@
+"""Tests per plug-in, mirroring connectors/: unit/ without servers, integration/ against real ones."""

@@ -60,6 +60,12 @@ class Sink(Protocol):
     ``RetryableSinkError`` (the batches stay spooled and are retried) or ``PermanentSinkError``
     (they are dead-lettered and skipped). ``open`` connects and ``close`` releases; both may be
     called again after a failure when the supervisor restarts the sink.
+
+    ``health_problems`` is the sink's own account of its uplink, as short public reasons: each is a few
+    words an operator can act on ("reconnect loop: 9 connections lost in 5 min", "the broker refuses the
+    login"), never a host, a credential or a count of data; an empty list means nothing is wrong.
+    ``/health`` shows them without authentication, beside what the engine knows (backlog age, failing
+    writes, drops).
     """
 
     name: str
@@ -69,16 +75,6 @@ class Sink(Protocol):
     async def write(self, batches: Sequence[Batch]) -> None: ...
 
     async def close(self) -> None: ...
-
-
-@runtime_checkable
-class HealthReporting(Protocol):
-    """Optional for sources and sinks: what is wrong right now, as short public reasons.
-
-    Each reason is a few words an operator can act on ("reconnect loop: 9 connects in 5 min",
-    "login refused by the broker"); never a host, a credential or a count of data. An empty list means
-    nothing to report. ``/health`` shows these without authentication.
-    """
 
     def health_problems(self) -> list[str]: ...
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from gateway.backoff import Backoff
-from gateway.contracts import HealthReporting, Sink, UplinkProbe
+from gateway.contracts import Sink, UplinkProbe
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
@@ -200,7 +200,7 @@ class DeliveryLoop:
         login) when it reports them, a batch it can neither deliver nor dead-letter, repeated failures to
         open its uplink, writes failing for longer than ``FAILING_FOR`` without a delivery."""
         sink = self.sink
-        out = list(sink.health_problems()) if isinstance(sink, HealthReporting) else []
+        out = list(sink.health_problems())
         if self._jammed:
             out.append("a batch it can neither deliver nor dead-letter")
         if self._open_failures >= OPEN_FAILURES:

@@ -88,10 +88,7 @@ class Runtime:
 
     def _build_source(self, name: str, scfg: SourceConfigBase) -> None:
         source = source_plugin(scfg.type).factory(name, scfg, self._context())
-        missing = [m for m in ("name", "health", "run", "close") if not hasattr(source, m)]
-        if missing:  # a plug-in without a health account would show its devices as fine whatever happens
-            raise PluginError(f"source type {scfg.type!r} does not implement the Source contract "
-                            f"(gateway.contracts.Source): no {', '.join(missing)}")
+        _check_contract(source, "source", scfg.type, ("name", "health", "run", "close"))
         self.sources[name] = source
         self.metrics.health.add_source(source.health)
         self.pipelines[name] = SourcePipeline(name, Processor.for_source(scfg), self.spool, self.metrics,
@@ -99,6 +96,7 @@ class Runtime:
 
     def _build_sink(self, name: str, kcfg: SinkConfigBase) -> None:
         sink = sink_plugin(kcfg.type).factory(name, kcfg, self._context())
+        _check_contract(sink, "sink", kcfg.type, ("name", "open", "write", "close", "health_problems"))
         self.sinks[name] = sink
         self.deliveries[name] = DeliveryLoop(
             sink, self.spool, kcfg.sources, self.metrics, max_samples=kcfg.batch_max_samples,
@@ -366,6 +364,14 @@ class Runtime:
             await self._stop_tasks([task], cancel=False)
         else:
             await self._stop_tasks([task])
+
+
+def _check_contract(obj: object, what: str, kind: str, members: tuple[str, ...]) -> None:
+    """A plug-in without its health account would show as fine whatever happens: refuse it at build."""
+    missing = [m for m in members if not hasattr(obj, m)]
+    if missing:
+        raise PluginError(f"{what} type {kind!r} does not implement the {what.title()} contract "
+                          f"(gateway.contracts.{what.title()}): no {', '.join(missing)}")
 
 
 class _Changes:

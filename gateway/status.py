@@ -35,7 +35,7 @@ class SinkState:
     dropped: int = 0
     """Samples this sink will never get (spool overflow, age, disk full), kept across reloads."""
     problems: tuple[str, ...] = ()
-    """Short public reasons why the sink is unhealthy now (see ``HealthReporting``)."""
+    """Short public reasons why the sink is unhealthy now (see ``Sink.health_problems``)."""
 
 
 def iso(ns: int) -> str:

@@ -39,6 +39,9 @@ class RecordingSink:
     async def open(self) -> None:
         return None
 
+    def health_problems(self) -> list[str]:
+        return []  # the engine sees the outage (failing writes, backlog age); the fake knows no more
+
     async def write(self, batches: Sequence[Batch]) -> None:
         if RecordingSink.outage:
             self.failures += 1

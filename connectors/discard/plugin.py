@@ -31,6 +31,9 @@ class DiscardSink:
         self.batches += len(batches)
         self.samples += sum(len(b.samples) for b in batches)
 
+    def health_problems(self) -> list[str]:
+        return []  # no uplink
+
     async def close(self) -> None:
         return None
 

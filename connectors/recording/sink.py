@@ -74,6 +74,9 @@ class RecordSink:
             raise RetryableSinkError(f"recording write failed: {exc}") from exc
         self._dirty = True
 
+    def health_problems(self) -> list[str]:
+        return []  # a local file: a failing write shows as the engine's "failing writes"
+
     async def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()

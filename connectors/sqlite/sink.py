@@ -91,6 +91,7 @@ class SqliteStoreSink:
         self._maintenance_task: asyncio.Task[None] | None = None
         self._compaction_task: asyncio.Task[None] | None = None
         self._compaction_pause_until = 0.0  # monotonic; after a failure, no retry on every write
+        self._disk_full = False  # the last write failed for a full disk (or max_size)
 
     @property
     def path(self) -> str:
@@ -116,12 +117,17 @@ class SqliteStoreSink:
             ):
                 # Queued on the store thread behind this write; the write has returned by then.
                 self._compaction_task = asyncio.create_task(self._compact(), name=f"{self.name}-compaction")
+            self._disk_full = False
         except sqlite3.Error as exc:
             if is_disk_full(exc):
+                self._disk_full = True
                 raise await self._full(batches, exc) from exc
             raise RetryableSinkError(f"store write failed: {exc}") from exc
         except RuntimeError as exc:  # written to before open() / after close()
             raise RetryableSinkError(str(exc)) from exc
+
+    def health_problems(self) -> list[str]:
+        return ["the local store's disk is full"] if self._disk_full else []
 
     async def close(self) -> None:
         # Cancelling only abandons the waits: a job already queued on the store thread still runs

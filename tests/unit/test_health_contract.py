@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from gateway import plugins
-from gateway.config.base import SourceConfigBase
+from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.config.loader import load_config
 from gateway.health import HealthRegistry, SourceHealth
 from gateway.metrics import Metrics
-from gateway.plugins import PluginError, SourcePlugin
+from gateway.plugins import PluginError, SinkPlugin, SourcePlugin
 from gateway.runtime import Runtime
 from tests.fakes import CrashingSource, ToggleSource
 from tests.gateways import StartGateway, gateways
@@ -109,6 +109,30 @@ async def test_a_source_without_a_health_account_is_refused(tmp_path: Path, fake
         runtime = Runtime(load_config(config(tmp_path, {"bare": {"type": "nohealth"}})))
         refused = r"'nohealth' does not implement the Source contract .*: no health, close"
         with pytest.raises(PluginError, match=refused):
+            await runtime.run(asyncio.Event())
+
+
+async def test_a_sink_without_a_health_account_is_refused(tmp_path: Path, fake_plugins: None) -> None:
+    class Mute:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def open(self) -> None: ...
+
+        async def write(self, batches: Any) -> None: ...
+
+        async def close(self) -> None: ...
+
+    class Config(SinkConfigBase):
+        type: Literal["mute"]
+
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "http": {"enabled": False},
+                                    "sources": {"line": {"type": "toggle"}}, "sinks": {"out": {"type": "mute"}}}))
+    with plugins.registered(SinkPlugin("mute", Config, lambda name, cfg, ctx: Mute(name))):
+        runtime = Runtime(load_config(path))
+        with pytest.raises(PluginError, match=r"sink type 'mute' does not implement the Sink contract .*: no "
+                                              r"health_problems"):
             await runtime.run(asyncio.Event())
 
 

@@ -422,8 +422,10 @@ async def test_full_store_frees_the_oldest_raises_retryable_and_then_accepts(tmp
         assert rows[-1].ts_ns == t0 + (k - 1) * 1000
         assert rows[0].ts_ns > t0
         assert len(rows) < k
+        assert sink.health_problems() == ["the local store's disk is full"]
         # The spool retries the same batch: it now fits.
         await sink.write(failed)
+        assert sink.health_problems() == []
         newest = query_points(sink.path, limit=1, order="desc")
         assert newest[0].ts_ns == t0 + (k + 999) * 1000
         assert metrics.registry.get_sample_value("edgegw_store_full_errors_total", {"sink": "store"}) == 1

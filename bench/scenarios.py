@@ -140,7 +140,8 @@ SCENARIOS: dict[str, Scenario] = {
                  _pipeline("sqlite", "informative")),
         Scenario("modbus", "10 simulated devices x 1,000 float32 tags polled every second -> discard sink",
                  _lazy("bench.modbus", "run_modbus")),
-        Scenario("modbus-ceiling", "the modbus scenario with shorter intervals until the gateway falls behind",
+        Scenario("modbus-ceiling", "the modbus scenario against the load generator (bench.loadgen, -p workers=N) "
+                 "with shorter intervals until the gateway falls behind",
                  _lazy("bench.modbus", "run_ceiling")),
         Scenario("opcua", "10,000 OPC-UA monitored items changing every second (simulator process) -> discard sink",
                  _lazy("bench.opcua", "run_opcua")),

@@ -44,3 +44,7 @@ class WriteError(GatewayError):
 
 class DeviceNotConnected(WriteError):
     """The device has no link right now; the same write may succeed once it connects."""
+
+
+class HttpPortTaken(GatewayError):
+    """The configured HTTP port is in use (most likely by another gateway)."""

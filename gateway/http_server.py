@@ -34,7 +34,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config.site import HttpConfig
-from gateway.errors import GatewayError
+from gateway.errors import HttpPortTaken
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.redact import redact
@@ -53,10 +53,6 @@ LOGIN_FAILURES = 5
 """Wrong passwords from one address within ``LOGIN_WINDOW`` seconds before it is refused for a while."""
 LOGIN_WINDOW = 60.0
 LOCKOUT_FIRST, LOCKOUT_MAX = 30.0, 900.0
-
-
-class HttpPortTaken(GatewayError):
-    """The configured HTTP port is in use (most likely by another gateway)."""
 
 
 class _Logins:

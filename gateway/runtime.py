@@ -15,13 +15,13 @@ import gc
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.config.loader import GatewayConfig
 from gateway.contracts import Sink, Source, WritableSource
 from gateway.delivery import DeliveryLoop
 from gateway.errors import WriteError
-from gateway.http_server import HttpEndpoint
 from gateway.instance_lock import InstanceLock
 from gateway.live import HISTORY_POINTS, LiveTags
 from gateway.logs import get_logger
@@ -34,6 +34,9 @@ from gateway.spool import Spool
 from gateway.status import SinkState, StatusBoard
 from gateway.supervisor import supervise
 from gateway.writes import write_value
+
+if TYPE_CHECKING:
+    from gateway.http_server import HttpEndpoint
 
 STOP_BUDGET = 4.0
 """Seconds the whole shutdown may take; SIGTERM must exit within 5 s."""
@@ -75,7 +78,11 @@ class Runtime:
         self.board = StatusBoard(self._configured_devices, self.sink_states, self.live, self.metrics,
                                  device_grace=config.http.device_grace, health_window=config.http.health_window,
                                  last_drop=lambda: self.spool.last_drop_mono)
-        self.http = HttpEndpoint(config.http, self.metrics, self.board) if config.http.enabled else None
+        self.http: HttpEndpoint | None = None
+        if config.http.enabled:  # aiohttp costs ~8 MB of RSS: imported only when the endpoint runs
+            from gateway.http_server import HttpEndpoint
+
+            self.http = HttpEndpoint(config.http, self.metrics, self.board)
         self.started = asyncio.Event()
         self.reloads = 0
         self._tg: asyncio.TaskGroup | None = None

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.cli.common import add_config_arg, load_or_report
 from gateway.config.loader import GatewayConfig
-from gateway.http_server import HttpPortTaken
+from gateway.errors import HttpPortTaken
 from gateway.instance_lock import InstanceLocked
 from gateway.logs import configure_logging, get_logger
 from gateway.plugins import PluginError

@@ -110,10 +110,9 @@ class ModbusSource:
         if metrics is not None:
             metrics.health.add_source(self.health)
         self._devices = {d: _DeviceState(name, d, self.health.device(d), metrics) for d in config.devices}
-        self._tags: dict[tuple[str, str], tuple[int, ModbusTag]] = {}
-        for device, dev in config.devices.items():
-            for tag in dev.tags:
-                self._tags[(device, tag.name)] = (dev.unit, tag)
+        # name -> tag per device, built on a device's first write: writes are rare, and an index of every
+        # tag would cost ~140 bytes a tag for nothing
+        self._write_index: dict[str, dict[str, ModbusTag]] = {}
         self._client: ModbusClient | None = None
         self._lock = asyncio.Lock()
         self._backoff = Backoff(config.reconnect_initial, config.reconnect_max)
@@ -414,10 +413,13 @@ class ModbusSource:
     # --- writes -------------------------------------------------------------------------------------
 
     def _tag(self, device: str, tag: str) -> ModbusTag:
-        entry = self._tags.get((device, tag))
-        if entry is None:
+        index = self._write_index.get(device)
+        if index is None and device in self.config.devices:
+            index = self._write_index[device] = {t.name: t for t in self.config.devices[device].tags}
+        found = index.get(tag) if index is not None else None
+        if found is None:
             raise WriteError(f"source {self.name!r} has no tag {tag!r} on device {device!r}")
-        return entry[1]
+        return found
 
     async def write_kind(self, device: str, tag: str) -> WriteKind:
         return writer.write_kind(self._tag(device, tag))

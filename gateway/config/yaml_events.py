@@ -10,6 +10,7 @@ constructor (YAML 1.1, as ``yaml.safe_load``). libyaml's parser is used when PyY
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import yaml
@@ -38,7 +39,8 @@ class _Scalars(SafeConstructor):
 
     def scalar(self, tag: str, value: str, mark: Any) -> Any:
         if tag == _STR:
-            return value
+            # keys and words like "float32" repeat on every tag: one object each, not one per occurrence
+            return sys.intern(value) if len(value) <= 64 else value
         ctor = self.yaml_constructors.get(tag)
         if ctor is None:
             raise ConstructorError(None, None, f"could not determine a constructor for the tag {tag!r}", mark)

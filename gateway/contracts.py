@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from gateway.model import Batch, Value
+from gateway.model import Batch, Sample, Value
 
 if TYPE_CHECKING:
     from gateway.health import SourceHealth
@@ -58,8 +58,10 @@ class Sink(Protocol):
 
     ``write`` returns only once the uplink accepted every sample of ``batches``; otherwise it raises
     ``RetryableSinkError`` (the batches stay spooled and are retried) or ``PermanentSinkError``
-    (they are dead-lettered and skipped). ``open`` connects and ``close`` releases; both may be
-    called again after a failure when the supervisor restarts the sink.
+    (they are dead-lettered and skipped). A sink that can tell which samples its uplink refused for
+    good (the InfluxDB sink isolates bad points) delivers the rest, hands those to the
+    ``DeadLetters`` it was built with, and returns. ``open`` connects and ``close`` releases; both may
+    be called again after a failure when the supervisor restarts the sink.
 
     ``health_problems`` is the sink's own account of its uplink, as short public reasons: each is a few
     words an operator can act on ("reconnect loop: 9 connections lost in 5 min", "the broker refuses the
@@ -77,6 +79,22 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
     def health_problems(self) -> list[str]: ...
+
+
+@runtime_checkable
+class DeadLetters(Protocol):
+    """Where a sink puts the samples its uplink refused for good while it delivers the rest of the same
+    write (``BuildContext.dead_letters``). Behind it is the spool's one dead-letter table, read, replayed
+    and purged with ``edge-gateway deadletters``.
+
+    ``reject`` is called from within ``Sink.write``: ``batch`` is the position, in the ``batches`` that
+    ``write`` got, of the batch ``samples`` come from (each dead letter keeps that batch's source and
+    spool sequence number), and ``error`` is the uplink's reason. Nothing is stored yet: what a write
+    rejected is stored once it returns, before its batches are acknowledged, and forgotten if it raises
+    (the write is then retried whole, so nothing is dead-lettered twice).
+    """
+
+    def reject(self, batch: int, samples: Sequence[Sample], error: str) -> None: ...
 
 
 @runtime_checkable

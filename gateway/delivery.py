@@ -4,6 +4,8 @@ The loop never drops a batch on a retryable error: the cursor stays where it was
 batches are offered again after a backoff (honouring a server's Retry-After). A permanent rejection of a
 multi-batch write is retried batch by batch so one bad batch cannot take its neighbours down; a single
 batch the uplink rejects for good goes to the spool's dead-letter table and the cursor moves past it.
+A sink that isolates the bad samples itself hands them to its ``WriteRejections`` during the write; the
+loop stores them in the same table before it acknowledges the write.
 """
 
 from __future__ import annotations
@@ -18,13 +20,40 @@ from gateway.contracts import Sink, UplinkProbe
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
-from gateway.model import Batch, SpooledBatch
+from gateway.model import Batch, Sample, SpooledBatch
 from gateway.spool import Spool, SpoolReader
 
 OPEN_FAILURES = 3
 """Failed opens in a row (without a delivery between) that make the sink unhealthy."""
 FAILING_FOR = 60.0
 """Seconds of failing writes without a delivery that make the sink unhealthy."""
+
+
+class WriteRejections:
+    """The ``gateway.contracts.DeadLetters`` the runtime gives one sink: what the sink refused inside the
+    write in flight, grouped per batch and error, until the delivery loop stores it (before the ack) or
+    forgets it (the write failed and is retried whole)."""
+
+    def __init__(self) -> None:
+        self._batches: Sequence[SpooledBatch] = ()
+        self._rejected: dict[tuple[int, str], list[Sample]] = {}
+
+    def begin(self, batches: Sequence[SpooledBatch]) -> None:
+        self._batches = batches
+        self._rejected = {}
+
+    def reject(self, batch: int, samples: Sequence[Sample], error: str) -> None:
+        if not 0 <= batch < len(self._batches):
+            raise IndexError(f"reject: no batch {batch} in the write in flight ({len(self._batches)} batches)")
+        if samples:
+            self._rejected.setdefault((batch, error), []).extend(samples)
+
+    def take(self) -> list[tuple[SpooledBatch, str]]:
+        """What the write rejected, one dead letter per batch and error; empties the collection."""
+        batches, rejected = self._batches, self._rejected
+        self._batches, self._rejected = (), {}
+        return [(SpooledBatch(batches[i].seq, batches[i].source, samples), error)
+                for (i, error), samples in rejected.items()]
 
 
 def _ago(seconds: float) -> str:
@@ -43,8 +72,10 @@ class DeliveryLoop:
         retry_initial: float,
         retry_max: float,
         linger: float = 0.0,
+        rejections: WriteRejections | None = None,
     ) -> None:
         self.sink = sink
+        self.rejections = rejections or WriteRejections()
         self.spool = spool
         self.sources = list(sources)
         self.max_samples = max_samples
@@ -142,6 +173,7 @@ class DeliveryLoop:
         while True:
             try:
                 t0 = time.perf_counter()
+                self.rejections.begin(batches)
                 await self.sink.write(_as_batches(batches))
                 self._write_time.observe(time.perf_counter() - t0)
             except RetryableSinkError as exc:
@@ -180,6 +212,16 @@ class DeliveryLoop:
                 await reader.ack(batches[-1].seq)
                 return
             n = sum(len(b.samples) for b in batches)
+            rejected = self.rejections.take()
+            if rejected:  # stored before the ack: a failure here leaves the write to be offered again
+                try:
+                    await self.spool.dead_letter_each(self.sink.name, rejected)
+                except Exception:
+                    self._jammed = True
+                    raise
+                dead = sum(len(b.samples) for b, _ in rejected)
+                self._dead.inc(dead)
+                n -= dead
             await reader.ack(batches[-1].seq)
             self._out.inc(n)
             self.delivered += n

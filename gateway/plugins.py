@@ -10,20 +10,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from gateway.config.base import SinkConfigBase, SourceConfigBase
-from gateway.model import Value
+from gateway.model import Sample, Value
 from gateway.services import SERVICES_GROUP, ServicePlugin
 
 if TYPE_CHECKING:
     import structlog
 
     from gateway.config.site import SiteConfig
-    from gateway.contracts import Sink, Source
+    from gateway.contracts import DeadLetters, Sink, Source
     from gateway.metrics import Metrics
 
 SOURCES_GROUP = "edge_gateway.sources"
@@ -42,6 +42,16 @@ async def _no_writes(source: str, device: str, tag: str, value: Value) -> None:
     raise WriteError("writes are not available here")
 
 
+class _NoDeadLetters:
+    """The default for a sink built by neither the runtime nor ``deadletters replay`` (both give their
+    own): there is no spool to keep what it rejects, so say so loudly rather than lose it."""
+
+    def reject(self, batch: int, samples: Sequence[Sample], error: str) -> None:
+        from gateway.errors import GatewayError
+
+        raise GatewayError(f"no dead-letter store here for {len(samples)} rejected samples ({error})")
+
+
 @dataclass(frozen=True, slots=True)
 class BuildContext:
     """What a factory gets besides its own config: shared services, never the whole runtime."""
@@ -51,6 +61,8 @@ class BuildContext:
     data_dir: str
     log: structlog.stdlib.BoundLogger
     writer: TagWriter = _no_writes
+    dead_letters: DeadLetters = field(default_factory=_NoDeadLetters)
+    """Sinks only: where samples the uplink refused for good go (``gateway.contracts.DeadLetters``)."""
 
 
 SrcCfg = TypeVar("SrcCfg", bound=SourceConfigBase)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import time
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.config.loader import GatewayConfig
 from gateway.contracts import Sink, Source, WritableSource
-from gateway.delivery import DeliveryLoop
+from gateway.deadletters import spool_path as spool_file
+from gateway.delivery import DeliveryLoop, WriteRejections
 from gateway.errors import WriteError
 from gateway.instance_lock import InstanceLock
 from gateway.live import HISTORY_POINTS, LiveTags
@@ -63,7 +65,7 @@ class Runtime:
         self.metrics = metrics or Metrics()
         self.log = get_logger("gateway.runtime")
         self.data_dir = Path(config.data_dir).expanduser()
-        spool_path = Path(config.spool.path).expanduser() if config.spool.path else self.data_dir / "spool.db"
+        spool_path = spool_file(config)  # the one rule, shared with `edge-gateway deadletters`
         self.spool = Spool(spool_path, config.spool, self.metrics)
         self._lock = InstanceLock(spool_path.with_name(spool_path.name + ".lock"))
         self._claimed = False
@@ -89,9 +91,10 @@ class Runtime:
         self._reload_lock = asyncio.Lock()
 
     # --- building -------------------------------------------------------------------------------
-    def _context(self) -> BuildContext:
-        return BuildContext(metrics=self.metrics, site=self.config.site, data_dir=str(self.data_dir),
-                            log=self.log, writer=self.write_tag)
+    def _context(self, dead_letters: WriteRejections | None = None) -> BuildContext:
+        ctx = BuildContext(metrics=self.metrics, site=self.config.site, data_dir=str(self.data_dir),
+                           log=self.log, writer=self.write_tag)
+        return ctx if dead_letters is None else dataclasses.replace(ctx, dead_letters=dead_letters)
 
     def _build_source(self, name: str, scfg: SourceConfigBase) -> None:
         source = source_plugin(scfg.type).factory(name, scfg, self._context())
@@ -102,12 +105,13 @@ class Runtime:
                                               self.live)
 
     def _build_sink(self, name: str, kcfg: SinkConfigBase) -> None:
-        sink = sink_plugin(kcfg.type).factory(name, kcfg, self._context())
+        rejections = WriteRejections()  # what the sink refuses inside a write lands in the spool's dead letters
+        sink = sink_plugin(kcfg.type).factory(name, kcfg, self._context(rejections))
         _check_contract(sink, "sink", kcfg.type, ("name", "open", "write", "close", "health_problems"))
         self.sinks[name] = sink
         self.deliveries[name] = DeliveryLoop(
             sink, self.spool, kcfg.sources, self.metrics, max_samples=kcfg.batch_max_samples,
-            retry_initial=kcfg.retry_initial, retry_max=kcfg.retry_max, linger=kcfg.linger,
+            retry_initial=kcfg.retry_initial, retry_max=kcfg.retry_max, linger=kcfg.linger, rejections=rejections,
         )
 
     def _start_source(self, name: str) -> None:

@@ -54,8 +54,9 @@ def encode(samples: Sequence[Sample]) -> bytes:
         return marshal.dumps(_normalised(samples), _MARSHAL_VERSION)
 
 
-def decode(payload: bytes, n: int) -> list[Sample]:
-    """Rebuild the samples; ``n`` (stored beside the payload) catches truncated or mismatched columns."""
+def decode(payload: bytes, n: int | None) -> list[Sample]:
+    """Rebuild the samples; ``n`` (stored beside the payload) catches truncated or mismatched columns
+    (``None``: a payload stored without its count, such as a dead letter's)."""
     try:
         cols = marshal.loads(payload)
         device, tag, value, quality, status, source_ts, gateway_ts, unit = cols[:_BASE_COLUMNS]
@@ -66,7 +67,7 @@ def decode(payload: bytes, n: int) -> list[Sample]:
         )))
     except (ValueError, TypeError, EOFError, IndexError) as exc:
         raise DecodeError(f"damaged spool payload: {exc}") from exc
-    if len(samples) != n:
+    if n is not None and len(samples) != n:
         raise DecodeError(f"damaged spool payload: {len(samples)} samples, expected {n}")
     return samples
 

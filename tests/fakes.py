@@ -9,7 +9,7 @@ from typing import Literal
 
 from gateway import plugins
 from gateway.config.base import SinkConfigBase, SourceConfigBase, TagBase
-from gateway.contracts import Emit
+from gateway.contracts import DeadLetters, Emit
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.health import SourceHealth
 from gateway.model import Batch, Quality, Sample, now_ns
@@ -20,16 +20,21 @@ class RecordingSinkConfig(SinkConfigBase):
     type: Literal["recording"]
     fail_first: int = 0
     reject_value: int | None = None
+    refuse_value: int | None = None
+    """Samples with this value are handed to the dead letters one by one, the rest of the write is taken
+    (what the InfluxDB sink does with the points a server rejects)."""
 
 
 class RecordingSink:
     instances: dict[str, RecordingSink] = {}
     outage = False
 
-    def __init__(self, name: str, config: RecordingSinkConfig) -> None:
+    def __init__(self, name: str, config: RecordingSinkConfig, dead_letters: DeadLetters | None = None) -> None:
         self.name = name
         self.fail_left = config.fail_first
         self.reject_value = config.reject_value
+        self.refuse_value = config.refuse_value
+        self.dead_letters = dead_letters
         self.received: list[Sample] = []
         self.writes = 0
         self.failures = 0
@@ -55,8 +60,12 @@ class RecordingSink:
         ):
             raise PermanentSinkError("bad value (test)")
         self.writes += 1
-        for b in batches:
-            self.received.extend(b.samples)
+        for i, b in enumerate(batches):
+            refused = [s for s in b.samples if s.value == self.refuse_value] if self.refuse_value is not None else []
+            if refused:
+                assert self.dead_letters is not None
+                self.dead_letters.reject(i, refused, f"value {self.refuse_value} refused (test)")
+            self.received.extend(s for s in b.samples if s not in refused)
         self.got_data.set()
 
     async def close(self) -> None:
@@ -144,7 +153,7 @@ class ToggleSource:
 
 
 def _sink_factory(name: str, config: RecordingSinkConfig, ctx: BuildContext) -> RecordingSink:
-    return RecordingSink(name, config)
+    return RecordingSink(name, config, ctx.dead_letters)
 
 
 def _source_factory(name: str, config: CrashingSourceConfig, ctx: BuildContext) -> CrashingSource:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,14 +58,15 @@ class VictoriaMetrics:
 
 
 @contextmanager
-def victoria_metrics(workdir: Path, *, port: int | None = None) -> Iterator[VictoriaMetrics]:
-    """Start VictoriaMetrics; pass the ``port`` and ``workdir`` of a stopped one to restart it."""
+def victoria_metrics(workdir: Path, *, port: int | None = None, flags: Sequence[str] = ()) -> Iterator[VictoriaMetrics]:
+    """Start VictoriaMetrics; pass the ``port`` and ``workdir`` of a stopped one to restart it, and ``flags``
+    for more command-line flags (``-influx.maxLineSize=1MiB``)."""
     exe = binary("victoria-metrics")
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [exe, f"-httpListenAddr=127.0.0.1:{port}", f"-storageDataPath={workdir}", "-retentionPeriod=100y",
-         "-loggerLevel=ERROR"],
+         "-loggerLevel=ERROR", *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:

@@ -62,8 +62,12 @@ class InfluxSinkConfig(SinkConfigBase):
     time_basis: Literal["source", "gateway"] = Field(
         "source", description="source: the device's timestamp (else the receive time); gateway: the receive time"
     )
+    # Kept so configs written for older gateways still load: a removed key would be refused as unknown and
+    # stop the gateway at its upgrade. Building the sink logs that it is ignored and where dead letters went.
     dead_letter_path: str | None = Field(
-        None, description="SQLite file for points the server rejects (400/413); default <data_dir>/<sink>.dead.db"
+        None, json_schema_extra={"deprecated": True},
+        description="deprecated and ignored: points the server rejects (400/413) go to the spool's dead letters; "
+        "read them with `edge-gateway deadletters list`",
     )
 
     @field_validator("measurement")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from itertools import repeat
+from typing import NamedTuple
 
 from connectors.influxdb.config import InfluxSinkConfig
 from gateway.config.site import SiteConfig
@@ -60,8 +62,18 @@ def _point_time(ts: int, gateway_ts: int) -> int:
     return gateway_ts if 0 <= gateway_ts <= _I64_MAX else time.time_ns()
 
 
+class Lines(NamedTuple):
+    """The points of one write. Line ``k`` carries ``counts[k]`` consecutive samples of one batch, the
+    first at position ``firsts[k]`` of the write's samples counted across its batches in order (what
+    maps a point the server rejects back to the samples it came from)."""
+
+    lines: list[str]
+    counts: list[int]
+    firsts: list[int]
+
+
 class LineBuilder:
-    """Builds ``(lines, samples_per_line)`` for a write; every point is one line.
+    """Builds the ``Lines`` of a write; every point is one line.
 
     The per-sample work is a few dict lookups and one string concatenation: series prefixes, ``key=``
     field prefixes and the last timestamp's text are cached, and floats (the common value) skip the
@@ -106,22 +118,25 @@ class LineBuilder:
                 self._fields[name] = f
         return f
 
-    def build(self, batches: Sequence[Batch]) -> tuple[list[str], list[int]]:
-        lines: list[str] = []
-        counts: list[int] = []
+    def build(self, batches: Sequence[Batch]) -> Lines:
+        out = Lines([], [], [])
+        base = 0
         for b in batches:
             if self.config.fields == "value":
-                self._per_sample(b, lines, counts)
+                self._per_sample(b, base, out)
             else:
-                self._per_device(b, lines, counts)
-        return lines, counts
+                self._per_device(b, base, out)
+            base += len(b.samples)
+        return out
 
-    def _per_sample(self, batch: Batch, lines: list[str], counts: list[int]) -> None:
+    def _per_sample(self, batch: Batch, base: int, out: Lines) -> None:
+        add, first = out.lines.append, out.firsts.append  # bound once: the per-sample loop is the hot path
+        before = len(out.lines)
         q_field, gateway_time, div = self._quality_field, self._gateway_time, self._div
         prefixes, source = self._prefixes, batch.source
         last_ts: tuple[int, int] | None = None
         ts = ""
-        for s in batch.samples:
+        for i, s in enumerate(batch.samples, base):
             v = s[2]
             if type(v) is float:
                 fv: str | None = repr(v) if _isfinite(v) else None
@@ -136,14 +151,16 @@ class LineBuilder:
                 ts = " " + str(_point_time(s[6] if gateway_time else (s[5] or s[6]), s[6]) // div)
             srv = f",server_ts={s[8]}i" if s[8] else ""
             if fv is None:
-                lines.append(p + _QUALITY_ONLY[q] + srv + ts)
+                add(p + _QUALITY_ONLY[q] + srv + ts)
             elif q_field:
-                lines.append(p + " value=" + fv + _QUALITY_SUFFIX[q] + srv + ts)
+                add(p + " value=" + fv + _QUALITY_SUFFIX[q] + srv + ts)
             else:
-                lines.append(p + " value=" + fv + srv + ts)
-            counts.append(1)
+                add(p + " value=" + fv + srv + ts)
+            first(i)
+        out.counts.extend(repeat(1, len(out.lines) - before))  # a point per sample
 
-    def _per_device(self, batch: Batch, lines: list[str], counts: list[int]) -> None:
+    def _per_device(self, batch: Batch, base: int, out: Lines) -> None:
+        lines, counts, firsts = out
         split_q, q_field = self._quality_tag, self._quality_field
         samples = batch.samples
         n = len(samples)
@@ -180,4 +197,5 @@ class LineBuilder:
                 ts = _point_time(gts if self._gateway_time else (sts or gts), gts) // self._div
                 lines.append(p + " " + ",".join(fields) + " " + str(ts))
                 counts.append(j - i)
+                firsts.append(base + i)
             i = j

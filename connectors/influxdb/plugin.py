@@ -9,14 +9,30 @@ from connectors.influxdb.config import InfluxSinkConfig
 from gateway.plugins import BuildContext, SinkPlugin
 
 if TYPE_CHECKING:
+    import structlog
+
     from gateway.contracts import Sink
 
 
 def _build(name: str, config: InfluxSinkConfig, ctx: BuildContext) -> Sink:
     from connectors.influxdb.sink import InfluxSink
 
-    dead = os.path.join(ctx.data_dir, os.path.expanduser(config.dead_letter_path or f"{name}.dead.db"))
-    return InfluxSink(name, config, ctx.site, dead_letter_path=dead, metrics=ctx.metrics, log=ctx.log.bind(sink=name))
+    log = ctx.log.bind(sink=name)
+    _warn_legacy_dead_letters(name, config, ctx.data_dir, log)
+    return InfluxSink(name, config, ctx.site, dead_letters=ctx.dead_letters, log=log)
+
+
+def _warn_legacy_dead_letters(name: str, config: InfluxSinkConfig, data_dir: str,
+                              log: structlog.stdlib.BoundLogger) -> None:
+    """``dead_letter_path`` is still accepted (a config written for an older gateway must keep starting),
+    but nothing is written there any more: say where dead letters went, and about a file left behind."""
+    where = "dead letters now live in the spool; read them with `edge-gateway deadletters list`"
+    if "dead_letter_path" in config.model_fields_set:
+        log.warning(f"sinks.{name}.dead_letter_path is deprecated and ignored: {where}")
+    old = os.path.join(data_dir, os.path.expanduser(config.dead_letter_path or f"{name}.dead.db"))
+    if os.path.exists(old):
+        log.warning(f"{old} is no longer written ({where}); it keeps the points rejected before, as line "
+                    "protocol, until you delete it", file=old)
 
 
 PLUGIN = SinkPlugin(
@@ -25,5 +41,6 @@ PLUGIN = SinkPlugin(
     extra="influxdb",
     config_model=InfluxSinkConfig,
     factory=_build,
-    description="InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics): line protocol, gzip, dead-letters bad points",
+    description="InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics): line protocol, gzip; points the server "
+    "rejects go to the spool's dead letters, the rest are written",
 )

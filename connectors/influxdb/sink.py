@@ -4,9 +4,11 @@ Error semantics (the delivery loop retries a ``RetryableSinkError`` with backoff
 
 - 5xx, 429 and connection errors: retryable, honouring ``Retry-After``.
 - 401/403: logged as an error (the token or its permissions are wrong) and retried, never dropped.
-- 400/413: the request is split in halves until the rejected points are isolated; those go to the
-  dead-letter store (``<data_dir>/<sink>.dead.db``) and ``edgegw_sink_dead_lettered_samples`` counts
-  their samples, while every good point is written.
+- 400/413: the request is split in halves until the rejected points are isolated, and every good point
+  is written. The samples each rejected point came from are handed, with the server's message, to the
+  ``DeadLetters`` the sink was built with: the runtime stores them in the spool's dead letters (read
+  and replayed with ``edge-gateway deadletters``) when the write returns, and
+  ``edgegw_sink_dead_lettered_samples`` counts them.
 - any other status (404 unknown bucket, ...): a configuration problem, logged as an error and retried.
 
 A write made of several requests that fails half-way is retried whole: points are keyed by series and
@@ -16,6 +18,8 @@ timestamp, so writing one twice overwrites it with the same value.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import time
 from collections.abc import Sequence
 
@@ -23,11 +27,10 @@ import structlog
 
 from connectors.influxdb.adapter import HttpRejected, InfluxWriter
 from connectors.influxdb.config import InfluxSinkConfig
-from connectors.influxdb.deadletters import DeadLetterStore
-from connectors.influxdb.lines import LineBuilder
+from connectors.influxdb.lines import LineBuilder, Lines
 from gateway.config.site import SiteConfig
+from gateway.contracts import DeadLetters
 from gateway.errors import RetryableSinkError
-from gateway.metrics import Metrics
 from gateway.model import Batch
 
 _AUTH_LOG_EVERY = 60.0
@@ -42,49 +45,52 @@ class InfluxSink:
         config: InfluxSinkConfig,
         site: SiteConfig,
         *,
-        dead_letter_path: str,
-        metrics: Metrics,
+        dead_letters: DeadLetters,
         log: structlog.stdlib.BoundLogger,
     ) -> None:
         self.name = name
         self.config = config
         self.log = log
         self.builder = LineBuilder(config, site)
-        self.dead_letter_path = dead_letter_path
-        self._dead = metrics.sink_dead_lettered.labels(name)
+        self.dead_letters = dead_letters
         self.dead_lettered = 0
+        """Samples of points the server rejected for good (in writes that returned)."""
         self._writer: InfluxWriter | None = None
-        self._store: DeadLetterStore | None = None
         self._last_auth_log = -_AUTH_LOG_EVERY
         self._auth_refused = False
 
     async def open(self) -> None:
         if self._writer is None:
             self._writer = InfluxWriter(self.config, self.name)
-            self._store = DeadLetterStore(self.dead_letter_path)
 
     async def write(self, batches: Sequence[Batch]) -> None:
-        lines, counts = self.builder.build(batches)
+        built = self.builder.build(batches)
+        rejected: list[tuple[int, str]] = []  # (line, error) of points the server refused for good
         step = self.config.max_request_lines
-        for i in range(0, len(lines), step):
-            await self._send(lines[i:i + step], counts[i:i + step])
+        for i in range(0, len(built.lines), step):
+            await self._send(built.lines, i, min(i + step, len(built.lines)), rejected)
+        if rejected:  # only once the whole write went through: a retried write must not reject twice
+            self._reject(batches, built, rejected)
 
-    async def _send(self, lines: list[str], counts: list[int]) -> None:
+    async def _send(self, lines: list[str], lo: int, hi: int, rejected: list[tuple[int, str]]) -> None:
+        """Write ``lines[lo:hi]``; a 400/413 splits it until the refused points are single lines."""
         writer = self._writer
         assert writer is not None, "write before open"
         try:
-            await writer.post("\n".join(lines).encode())
+            await writer.post("\n".join(lines[lo:hi]).encode())
             self._auth_refused = False
             return
         except HttpRejected as exc:
             status = exc.status
             if status in (400, 413):
-                if len(lines) > 1:
-                    mid = len(lines) // 2
-                    await self._send(lines[:mid], counts[:mid])
-                    await self._send(lines[mid:], counts[mid:])
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    await self._send(lines, lo, mid, rejected)
+                    await self._send(lines, mid, hi, rejected)
                     return
-                await self._dead_letter(lines, counts, status, exc.message)
+                rejected.append((lo, str(exc)))
+                self.log.error("InfluxDB rejected a point; its samples go to the dead letters", status=status,
+                               error=exc.message, line=lines[lo][:300])
                 return
             if status in (401, 403):
                 self._auth_refused = True
@@ -100,15 +106,15 @@ class InfluxSink:
                            error=exc.message)
             raise RetryableSinkError(str(exc), retry_after=exc.retry_after) from None
 
-    async def _dead_letter(self, lines: list[str], counts: list[int], status: int, error: str) -> None:
-        store, writer = self._store, self._writer
-        assert store is not None and writer is not None
-        await writer.run(lambda: store.add(self.name, lines, status, error))
-        n = sum(counts)
-        self.dead_lettered += n
-        self._dead.inc(n)
-        self.log.error("InfluxDB rejected a point; dead-lettered", status=status, error=error, line=lines[0][:300],
-                       samples=n, store=self.dead_letter_path)
+    def _reject(self, batches: Sequence[Batch], built: Lines, rejected: list[tuple[int, str]]) -> None:
+        """Hand the samples behind each rejected line to the dead letters, by the batch they came from."""
+        starts = list(itertools.accumulate((len(b.samples) for b in batches), initial=0))
+        for line, error in rejected:
+            first, n = built.firsts[line], built.counts[line]
+            k = bisect.bisect_right(starts, first) - 1  # a line never spans batches
+            at = first - starts[k]
+            self.dead_letters.reject(k, batches[k].samples[at:at + n], error)
+            self.dead_lettered += n
 
     async def wait_uplink(self, timeout: float) -> bool:
         """True as soon as the server answers its health probe again after not answering (see
@@ -133,8 +139,5 @@ class InfluxSink:
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None
-        store, self._store = self._store, None
         if writer is not None:
-            if store is not None:
-                await writer.run(store.close)
             writer.close()

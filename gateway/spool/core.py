@@ -210,9 +210,18 @@ class Spool:
 
     async def dead_letter(self, sink: str, batches: Sequence[SpooledBatch], error: str) -> None:
         """Store batches a sink rejected for good in ``dead_letters``; returns once committed."""
+        await self.dead_letter_each(sink, [(b, error) for b in batches])
+
+    async def dead_letter_each(self, sink: str, letters: Sequence[tuple[SpooledBatch, str]]) -> None:
+        """Store each batch (or the part of one a sink rejected) with its own error; returns once committed.
+
+        The table ``dead_letters`` holds everything any sink refused for good, as samples (the batch
+        payload format), with the sink, the batch's seq and source, the error and the time; its size is
+        capped (``Storage._insert_dead_letters``). ``gateway.deadletters`` reads, replays and purges it.
+        """
         if not self._opened or self._closing:
             raise SpoolClosedError("spool is not open")
-        self._dead.extend((sink, b.seq, b.source, error, b.samples) for b in batches)
+        self._dead.extend((sink, b.seq, b.source, error, b.samples) for b, error in letters)
         self._request()
         await self.flush()
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import sqlite3
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +24,6 @@ from connectors.influxdb.sink import InfluxSink
 from gateway.config.site import SiteConfig
 from gateway.errors import RetryableSinkError
 from gateway.logs import get_logger
-from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample
 from tests.servers import VictoriaMetrics, free_port
 
@@ -93,10 +91,19 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
         {"code": "invalid", "message": message}).encode()
 
 
-def make_sink(url: str, tmp_path: Path, metrics: Metrics | None = None, **cfg: object) -> InfluxSink:
+@dataclass
+class Rejections:
+    """The sink's ``DeadLetters`` in these tests: what it handed over, in order."""
+
+    got: list[tuple[int, list[Sample], str]] = field(default_factory=list)
+
+    def reject(self, batch: int, samples: Sequence[Sample], error: str) -> None:
+        self.got.append((batch, list(samples), error))
+
+
+def make_sink(url: str, tmp_path: Path, rejections: Rejections | None = None, **cfg: object) -> InfluxSink:
     config = InfluxSinkConfig.model_validate({"url": url, "token": "s3cret", "org": "plant", "bucket": "edge", **cfg})
-    return InfluxSink("tsdb", config, SITE, dead_letter_path=str(tmp_path / "tsdb.dead.db"),
-                      metrics=metrics or Metrics(), log=get_logger("test"))
+    return InfluxSink("tsdb", config, SITE, dead_letters=rejections or Rejections(), log=get_logger("test"))
 
 
 TS = 1_795_460_550_318_123_456
@@ -170,24 +177,59 @@ async def test_400_isolates_the_bad_points_and_writes_the_good(tmp_path: Path) -
             return error(400, "partial write: field type conflict")
         return ok(lines)
 
-    metrics = Metrics()
+    rejections = Rejections()
+    points = [Sample("m1", "good" if i not in (13, 77) else "bad", float(i), Quality.GOOD, 0, TS + i * 10**6, TS)
+              for i in range(100)]
     with fake_influx(decide) as fake:
-        sink = make_sink(fake.url, tmp_path, metrics, fields="value", max_request_lines=1000)
-        batches = [Batch("plc", [Sample("m1", "good" if i not in (13, 77) else "bad", float(i), Quality.GOOD, 0,
-                                        TS + i * 10**6, TS) for i in range(100)])]
+        sink = make_sink(fake.url, tmp_path, rejections, fields="value", max_request_lines=1000)
         await sink.open()
-        await sink.write(batches)
+        await sink.write([Batch("plc", points[:50]), Batch("plc", points[50:])])
         await sink.close()
     written = [line.rsplit(" ", 2)[1] for line in fake.accepted_lines()]
     assert sorted(written, key=lambda v: float(v.split("=")[1])) == [
         f"value={float(i)}" for i in range(100) if i not in (13, 77)]
-    rows = sqlite3.connect(tmp_path / "tsdb.dead.db").execute(
-        "SELECT sink, status, error, line FROM dead_points ORDER BY id").fetchall()
-    assert [(r[0], r[1], r[2]) for r in rows] == [("tsdb", 400, "partial write: field type conflict")] * 2
-    prefix = "plc,device=m1,quality=good,site=busan,tag=bad"
-    assert [r[3] for r in rows] == [f"{prefix} value={float(i)} {(TS + i * 10**6) // 10**6}" for i in (13, 77)]
-    assert metrics.sink_dead_lettered.labels("tsdb")._value.get() == 2
+    # each rejected point's own sample, by the position of its batch in the write, with the server's reason
+    assert rejections.got == [(0, [points[13]], "HTTP 400: partial write: field type conflict"),
+                              (1, [points[77]], "HTTP 400: partial write: field type conflict")]
     assert sink.dead_lettered == 2
+
+
+async def test_a_per_device_point_rejects_every_sample_it_carries(tmp_path: Path) -> None:
+    def decide(lines: list[str]) -> Reply:
+        return error(400, "bad point") if any("press" in line for line in lines) else ok(lines)
+
+    rejections = Rejections()
+    press = [Sample("press", "p", 1.0, Quality.GOOD, 0, TS, TS), Sample("press", "q", 2, Quality.GOOD, 0, TS, TS)]
+    filler = [Sample("filler", "t", 3.0, Quality.GOOD, 0, TS, TS)]
+    with fake_influx(decide) as fake:
+        sink = make_sink(fake.url, tmp_path, rejections)
+        await sink.open()
+        await sink.write([Batch("plc", filler + press)])
+        await sink.close()
+    assert [line.split(" ")[1] for line in fake.accepted_lines()] == ["t=3.0"]
+    assert rejections.got == [(0, press, "HTTP 400: bad point")] and sink.dead_lettered == 2
+
+
+async def test_a_write_that_fails_later_rejects_nothing(tmp_path: Path) -> None:
+    """Bad points found in the first request, then the server fails: the write is retried whole, so the
+    points it rejected must not reach the dead letters yet (they would be rejected twice)."""
+
+    def decide(lines: list[str]) -> Reply:
+        if any("busy" in line for line in lines):
+            return error(503, "busy")
+        return error(400, "bad point") if any("bad" in line for line in lines) else ok(lines)
+
+    rejections = Rejections()
+    points = [Sample("m1", "bad" if i == 3 else "busy" if i == 15 else "ok", float(i), Quality.GOOD, 0, TS + i, TS)
+              for i in range(20)]
+    with fake_influx(decide) as fake:
+        sink = make_sink(fake.url, tmp_path, rejections, fields="value", max_request_lines=10)
+        await sink.open()
+        with pytest.raises(RetryableSinkError):
+            await sink.write([Batch("plc", points)])
+        await sink.close()
+    assert rejections.got == [] and sink.dead_lettered == 0
+    assert len(fake.accepted_lines()) == 9  # the good points of the first request went in meanwhile
 
 
 async def test_413_splits_until_requests_fit(tmp_path: Path) -> None:

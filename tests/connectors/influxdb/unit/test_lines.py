@@ -20,9 +20,33 @@ TS = 1_795_460_550_318_123_456
 
 
 def build(samples: list[Sample], **cfg: object) -> list[str]:
-    lines, counts = LineBuilder(InfluxSinkConfig.model_validate(cfg), SITE).build([Batch("plc", samples)])
-    assert len(counts) == len(lines)
+    lines, counts, firsts = LineBuilder(InfluxSinkConfig.model_validate(cfg), SITE).build([Batch("plc", samples)])
+    assert len(counts) == len(lines) == len(firsts)
     return lines
+
+
+@pytest.mark.parametrize("fields", ["per_tag", "value"])
+def test_each_line_names_the_samples_it_came_from(fields: str) -> None:
+    """``firsts``/``counts`` map a line back to its samples across batches, skipping samples that make no
+    line (a None value without a quality field): what sends a rejected point's samples to the dead letters."""
+    a = [Sample("m1", "x", 1.0, Quality.GOOD, 0, TS, TS), Sample("m1", "y", 2.0, Quality.GOOD, 0, TS, TS),
+         Sample("m1", "w", None, Quality.BAD, 4, TS, TS), Sample("m1", "z", 3.0, Quality.GOOD, 0, TS, TS),
+         Sample("m1", "x", 4.0, Quality.GOOD, 0, TS + 10**9, TS)]
+    b = [Sample("m2", "x", 5.0, Quality.GOOD, 0, TS, TS)]
+    batches = [Batch("plc", a), Batch("plc", []), Batch("plc", b)]
+    built = LineBuilder(InfluxSinkConfig.model_validate({"fields": fields, "precision": "s"}), SITE).build(batches)
+    flat = a + b
+    covered = [flat[f:f + n] for f, n in zip(built.firsts, built.counts, strict=True)]
+    if fields == "per_tag":  # a line per device, timestamp and quality; the BAD None alone makes no line
+        assert built.lines == ["plc,device=m1,quality=good,site=busan x=1.0,y=2.0 1795460550",
+                               "plc,device=m1,quality=good,site=busan z=3.0 1795460550",
+                               "plc,device=m1,quality=good,site=busan x=4.0 1795460551",
+                               "plc,device=m2,quality=good,site=busan x=5.0 1795460550"]
+        assert covered == [[a[0], a[1]], [a[3]], [a[4]], [b[0]]]
+    else:
+        assert [line.split(" ")[1] for line in built.lines] == [
+            "value=1.0", "value=2.0", "value=3.0", "value=4.0", "value=5.0"]
+        assert covered == [[a[0]], [a[1]], [a[3]], [a[4]], [b[0]]]
 
 
 def test_field_values_and_escaping() -> None:

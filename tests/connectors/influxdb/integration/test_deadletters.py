@@ -30,7 +30,7 @@ from gateway.logs import configure_logging
 from gateway.model import Batch, Quality, Sample
 from gateway.plugins import BuildContext, SourcePlugin
 from gateway.runtime import Runtime
-from tests.integration.test_influx_sink import poll_export
+from tests.connectors.influxdb.integration.test_sink import poll_export
 from tests.servers import victoria_metrics
 from tests.waiting import until
 

@@ -8,11 +8,12 @@ import sqlite3
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from connectors.sqlite.config import SqliteStoreConfig
-from gateway.config.base import parse_duration
+from gateway.cli.common import format_time
+from gateway.cli.common import parse_when as parse_time
 from gateway.plugins import CommandPlugin
 from gateway.status_codes import status_name
 from gateway.values import array_json
@@ -160,28 +161,10 @@ def store_path(config: _StoreConfigs, sink: str | None) -> str:
 
 def parse_when(text: str, now_ns: int, option: str) -> int:
     """A duration ago (``1h``) or an ISO 8601 time (naive means UTC) -> wall-clock nanoseconds."""
-    text = text.strip()
-    if text == "now":
-        return now_ns
-    try:
-        return now_ns - round(parse_duration(text) * 1e9)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(
-            f"{option}: expected a duration (30s, 15m, 1h, 7d) or an ISO 8601 time, not {text!r}"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return ((when - _EPOCH) // timedelta(microseconds=1)) * 1000
-
-
-def format_time(ts_ns: int) -> str:
-    """ISO 8601 UTC with milliseconds: ``2024-05-01T06:00:00.250Z``."""
-    seconds, rest = divmod(ts_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"
+    when = parse_time(text, now_ns)
+    if when is None:
+        raise UsageError(f"{option}: expected a duration (30s, 15m, 1h, 7d) or an ISO 8601 time, not {text.strip()!r}")
+    return when
 
 
 def format_value(value: object, *, table: bool) -> str:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 
+from gateway.config.base import parse_duration
 from gateway.config.loader import GatewayConfig, load_config
 from gateway.errors import ConfigError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def add_config_arg(p: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -24,3 +29,28 @@ def load_or_report(path: str | None) -> GatewayConfig | None:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return None
+
+
+def parse_when(text: str, now_ns: int) -> int | None:
+    """``now``, a duration ago (``7d``) or an ISO 8601 time (naive means UTC) -> wall-clock ns; None if
+    it is none of those (the command says which option wanted what)."""
+    text = text.strip()
+    if text == "now":
+        return now_ns
+    try:
+        return now_ns - round(parse_duration(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return ((when - _EPOCH) // timedelta(microseconds=1)) * 1000
+
+
+def format_time(ts_ns: int) -> str:
+    """ISO 8601 UTC with milliseconds: ``2024-05-01T06:00:00.250Z``."""
+    seconds, rest = divmod(ts_ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"

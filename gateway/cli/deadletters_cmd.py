@@ -10,12 +10,11 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from gateway.cli.common import add_config_arg, load_or_report
-from gateway.config.base import parse_duration
+from gateway.cli.common import add_config_arg, format_time, load_or_report, parse_when
 from gateway.config.loader import GatewayConfig
 from gateway.deadletters import DeadLetter, Replayed, SpoolNotFoundError, connect, purge, read, replay, spool_path
 from gateway.instance_lock import InstanceLock, InstanceLocked
@@ -148,12 +147,6 @@ def _widths(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[int]:
 def _row(cells: Sequence[str], widths: Sequence[int], out: TextIO, indent: str = "") -> None:
     # no padding after the last column: no trailing blanks when the output is diffed or grepped
     out.write(indent + "  ".join(c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)) + f"  {cells[-1]}\n")
-
-
-def format_time(ns: int) -> str:
-    """ISO 8601 UTC with milliseconds: ``2024-05-01T06:00:00.250Z``."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"
 
 
 def one_line(text: str, width: int) -> str:
@@ -306,22 +299,6 @@ def purge_letters(args: argparse.Namespace) -> int:
     since = f" dead-lettered before {format_time(before_ns)}" if before_ns is not None else ""
     print(f"purged {n} dead letters of sink {args.sink}{since}")
     return 0
-
-
-def parse_when(text: str, now_ns: int) -> int | None:
-    """An ISO 8601 time (naive means UTC) or a duration ago (``7d``) -> wall-clock ns; None if neither."""
-    text = text.strip()
-    try:
-        return now_ns - round(parse_duration(text) * 1e9)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return ((when - _EPOCH) // timedelta(microseconds=1)) * 1000
 
 
 def _usage(message: str) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from bench.loadgen import LoadGenerator, _Device, value_of
 from connectors.modbus.config import ModbusSourceConfig
@@ -15,29 +17,35 @@ from tests.connectors.modbus.integration.test_faults import Recorder, running
 from tests.servers import free_port
 
 
-async def test_every_value_decodes_exactly_and_faults_are_modbus_exceptions() -> None:
-    gen = LoadGenerator(units=3, tags=300, period=60.0)
+@asynccontextmanager
+async def serving(gen: LoadGenerator) -> AsyncIterator[int]:
+    """``gen`` listening on a free port (yielded) for the block."""
     port = free_port()
     ready = asyncio.Event()
     server = asyncio.create_task(gen.serve("127.0.0.1", port, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    tags = [{"name": f"t{t}", "address": 2 * t, "type": "float32"} for t in range(300)]
-    cfg = ModbusSourceConfig.model_validate({
-        "host": "127.0.0.1", "port": port, "interval": "100ms", "timeout": "1s",
-        "devices": {
-            "u1": {"unit": 1, "tags": tags},
-            "u2": {"unit": 2, "tags": [*tags, {"name": "past_the_end", "address": 600, "type": "float32"}]},
-            "ghost": {"unit": 9, "tags": tags[:2]},
-        }})
-    rec = Recorder()
-    source = ModbusSource("lg", cfg)
     try:
-        async with running(source, rec):
-            await rec.wait_for(lambda: {s.device for s in rec.samples()} == {"u1", "u2", "ghost"}
-                               and len(rec.samples("u2")) >= 301)
+        await asyncio.wait_for(ready.wait(), 10)
+        yield port
     finally:
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
+
+
+async def test_every_value_decodes_exactly_and_faults_are_modbus_exceptions() -> None:
+    gen = LoadGenerator(units=3, tags=300, period=60.0)
+    tags = [{"name": f"t{t}", "address": 2 * t, "type": "float32"} for t in range(300)]
+    rec = Recorder()
+    async with serving(gen) as port:
+        cfg = ModbusSourceConfig.model_validate({
+            "host": "127.0.0.1", "port": port, "interval": "100ms", "timeout": "1s",
+            "devices": {
+                "u1": {"unit": 1, "tags": tags},
+                "u2": {"unit": 2, "tags": [*tags, {"name": "past_the_end", "address": 600, "type": "float32"}]},
+                "ghost": {"unit": 9, "tags": tags[:2]},
+            }})
+        async with running(ModbusSource("lg", cfg), rec):
+            await rec.wait_for(lambda: {s.device for s in rec.samples()} == {"u1", "u2", "ghost"}
+                               and len(rec.samples("u2")) >= 301)
     for unit, device in ((1, "u1"), (2, "u2")):
         got = {s.tag: s for s in rec.samples(device)[:301 if unit == 2 else 300]}
         for t in range(300):
@@ -52,16 +60,12 @@ async def test_every_value_decodes_exactly_and_faults_are_modbus_exceptions() ->
 async def test_pipelined_requests_are_each_answered_in_order() -> None:
     """Many requests in one segment, as a busy link delivers them."""
     gen = LoadGenerator(units=1, tags=1000, period=60.0)
-    port = free_port()
-    ready = asyncio.Event()
-    server = asyncio.create_task(gen.serve("127.0.0.1", port, ready=ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
     def request(tid: int, address: int) -> bytes:
         return struct.pack(">HHHBBHH", tid, 0, 6, 1, 3, address, 125)
 
-    try:
+    async with serving(gen) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"".join(request(tid, 2 * tid) for tid in range(1, 51)))  # 50 at once
         for tid in range(1, 51):
             head = await asyncio.wait_for(reader.readexactly(9), 5)
@@ -69,10 +73,7 @@ async def test_pipelined_requests_are_each_answered_in_order() -> None:
             body = await reader.readexactly(250)
             first = struct.unpack(">f", body[:4])[0]  # register 2 * tid is tag tid
             assert first == value_of(1, tid, 0)
-    finally:
         writer.close()
-        server.cancel()
-        await asyncio.gather(server, return_exceptions=True)
     assert gen.requests == 50
 
 

@@ -13,6 +13,7 @@ against ``bench.loadgen`` (``-p workers=N`` processes), which is not the bottlen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
 from pathlib import Path
@@ -24,7 +25,8 @@ from bench.servers import free_port as _free_port
 from bench.servers import stop_processes, wait_port
 
 
-def _write_files(tmp: Path, port: int, devices: int, tags: int, interval: float) -> tuple[Path, Path]:
+def _write_files(tmp: Path, port: int, devices: int, tags: int, interval: float,
+                 mqtt_port: int | None = None) -> tuple[Path, Path]:
     sim = {"seed": 1, "devices": {
         f"dev_{d}": {"unit": d + 1, "tags": [
             {"name": f"t{t}", "address": 2 * t, "type": "float32", "signal": "sine", "period": 60,
@@ -37,8 +39,12 @@ def _write_files(tmp: Path, port: int, devices: int, tags: int, interval: float)
                      "timeout": "2s", "devices": {f"dev_{d}": {"unit": d + 1, "tags": [
                          {"name": f"t{t}", "address": 2 * t, "type": "float32"} for t in range(tags)]}}}
         for d in range(devices)}
+    # the issue's workload publishes per device to a broker at QoS 1; without one, a discard sink
+    sink: dict[str, Any] = {"type": "discard", "batch_max_samples": 20000}
+    if mqtt_port:
+        sink = {**sink, "type": "mqtt", "host": "127.0.0.1", "port": mqtt_port, "qos": 1, "layout": "device"}
     cfg = {"data_dir": str(tmp / "data"), "http": {"enabled": False}, "log": {"level": "warning", "format": "json"},
-           "sources": sources, "sinks": {"out": {"type": "discard", "batch_max_samples": 20000}}}
+           "sources": sources, "sinks": {"out": sink}}
     cfg_path = tmp / "gateway.json"
     cfg_path.write_text(json.dumps(cfg))  # JSON is YAML; cheaper for the measured process than PyYAML dumping
     return sim_path, cfg_path
@@ -85,16 +91,25 @@ async def _measure(cfg_path: Path, sim_pids: list[int], duration: float) -> dict
 
 
 def _one_run(devices: int, tags: int, interval: float, duration: float, device: str = "simulator",
-             workers: int = 1) -> dict[str, Any]:
+             workers: int = 1, sink: str = "discard") -> dict[str, Any]:
     """One measured run against ``device``: ``simulator`` (the pymodbus line simulator, values per tag) or
-    ``loadgen`` (``bench.loadgen``: precomputed blocks, ``workers`` processes sharing the port)."""
+    ``loadgen`` (``bench.loadgen``: precomputed blocks, ``workers`` processes sharing the port), into
+    ``sink``: ``discard``, or ``mqtt`` (a mosquitto started for the run, QoS 1, one message per device)."""
     from bench.loadgen import start as start_loadgen
+    from bench.servers import mosquitto
     from simulators.modbus.server import start_subprocess
 
-    with tempfile.TemporaryDirectory() as tmp_name:
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)
         port = _free_port()
-        sim_path, cfg_path = _write_files(tmp, port, devices, tags, interval)
+        broker = None
+        if sink == "mqtt":
+            broker = mosquitto(tmp)
+            broker.start()
+            stack.callback(broker.stop)
+        elif sink != "discard":
+            raise ValueError(f"sink must be discard or mqtt, not {sink!r}")
+        sim_path, cfg_path = _write_files(tmp, port, devices, tags, interval, broker.port if broker else None)
         if device == "loadgen":
             procs = start_loadgen(port, devices, tags, period=1.0, workers=workers)
         elif device == "simulator":
@@ -113,15 +128,15 @@ def _one_run(devices: int, tags: int, interval: float, duration: float, device: 
 def run_modbus(params: dict[str, Any]) -> BenchResult:
     devices, tags = int(params.get("devices", 10)), int(params.get("tags", 1000))
     interval, duration = float(params.get("interval", 1.0)), float(params.get("duration", 10.0))
-    device = str(params.get("device", "simulator"))
-    r = _one_run(devices, tags, interval, duration, device, int(params.get("workers", 1)))
+    device, sink = str(params.get("device", "simulator")), str(params.get("sink", "discard"))
+    r = _one_run(devices, tags, interval, duration, device, int(params.get("workers", 1)), sink)
     m = r["meter"]
     return BenchResult(
         scenario="modbus", wall_s=m.wall_s, cpu_s=m.cpu_s, samples_in=r["in"], samples_out=r["out"],
         peak_rss_mib=m.peak_rss_mib, target="10,000 values/s at <= 5% of one core, <= 60 MB RSS, 17 req/device/cycle",
         notes={"offered/s": int(r["offered"]), "requests/s": round(r["requests"] / m.wall_s),
                "requests/device/cycle": round(r["requests"] / m.wall_s * interval / devices, 1),
-               "skipped_ticks": r["skipped"], "device": device, "device_cpu_%": r["sim_cpu_pct"]},
+               "skipped_ticks": r["skipped"], "device": device, "device_cpu_%": r["sim_cpu_pct"], "sink": sink},
     )
 
 

@@ -3,7 +3,7 @@
 #   docker run -d --name gw -v /etc/edge-gateway:/etc/edge-gateway:ro -v gw-data:/var/lib/edge-gateway \
 #              -p 8750:8750 edge-gateway
 # Without a mounted /etc/edge-gateway/gateway.yaml it runs the embedded default (the simulated bottling line,
-# served in-process on 127.0.0.1 -> local store).
+# served by a child process on 127.0.0.1 -> local store).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

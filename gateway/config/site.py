@@ -84,8 +84,9 @@ class ProcessingDefaults(StrictModel):
 
 
 class EmbeddedLineConfig(StrictModel):
-    """A simulated line served inside the gateway's own process, on 127.0.0.1: the embedded default's
-    bottling line, or any PoC demo that should come up with one command. Not restarted by a reload."""
+    """A simulated line the gateway serves beside itself (``edge-gateway simulate`` as a child process that
+    dies with the gateway; its log in ``<data_dir>/simulators/``): the embedded default's bottling line, or
+    any PoC demo that should come up with one command. Not restarted by a reload."""
 
     scenario: str = Field(
         min_length=1, description="built-in scenario (bottling-line, cnc-cell) or a scenario file "

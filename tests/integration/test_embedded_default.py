@@ -1,8 +1,9 @@
-"""`edge-gateway run` with no arguments: the bottling line in-process, over real sockets, into the store."""
+"""`edge-gateway run` with no arguments: the bottling line (a child process), over real sockets, into the store."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import free_port
+from tests.waiting import poll
 
 pytestmark = pytest.mark.integration
 
@@ -35,29 +37,48 @@ def _store_rows(db: Path) -> dict[str, int]:
     return {device: n for device, n in rows}
 
 
-@pytest.mark.timeout(60)
-def test_run_without_arguments_from_an_empty_directory(tmp_path: Path) -> None:
-    home, work = tmp_path / "home", tmp_path / "empty"
-    home.mkdir()
-    work.mkdir()
+def _demo_env(home: Path) -> tuple[dict[str, str], int, int, int]:
+    """The environment of a user without a config, the demo's ports moved to free ones through the
+    documented environment overrides; and those ports (Modbus, OPC-UA, HTTP)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGEGW_", "XDG_"))}
     env["HOME"] = str(home)
-    # the demo's ports, moved to free ones through the documented environment overrides
     mb, ua, http = free_port(), free_port(), free_port()
     env |= {"EDGEGW_SIMULATORS__LINE__MODBUS_PORT": str(mb), "EDGEGW_SIMULATORS__LINE__OPCUA_PORT": str(ua),
             "EDGEGW_SOURCES__LINE_MODBUS__PORT": str(mb), "EDGEGW_HTTP__PORT": str(http)}
     for device in ("FILLER", "CAPPER", "LABELLER"):
         env[f"EDGEGW_SOURCES__LINE_OPCUA__DEVICES__{device}__ENDPOINT"] = f"opc.tcp://127.0.0.1:{ua}/line"
+    return env, mb, ua, http
+
+
+def _start(work: Path, env: dict[str, str], stream: str = "stdout") -> tuple[subprocess.Popen[str], list[str]]:
+    """The demo running; the lines of its ``stream`` as they come (the summary on stdout, logs on stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run"], cwd=work, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    db = home / ".local" / "share" / "edge-gateway" / "store.db"
     lines: list[str] = []
-    assert proc.stdout is not None
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
-    reader.start()
+    pipe = getattr(proc, stream)
+    threading.Thread(target=lambda: lines.extend(iter(pipe.readline, "")), daemon=True).start()
+    return proc, lines
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited
+
+
+@pytest.mark.timeout(60)
+def test_run_without_arguments_from_an_empty_directory(tmp_path: Path) -> None:
+    home, work = tmp_path / "home", tmp_path / "empty"
+    home.mkdir()
+    work.mkdir()
+    env, mb, ua, http = _demo_env(home)
+    proc, lines = _start(work, env)
+    db = home / ".local" / "share" / "edge-gateway" / "store.db"
     machines = {"conveyor", "filler", "capper", "labeller", "power_meter"}
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         rows: dict[str, int] = {}
         while time.monotonic() < deadline and proc.poll() is None:
             rows = _store_rows(db)
@@ -85,3 +106,25 @@ def test_run_without_arguments_from_an_empty_directory(tmp_path: Path) -> None:
     summary = next(line for line in lines if line.startswith("summary:"))
     assert "devices 5 (" in summary and "values/s in" in summary and "spool" in summary, summary
     assert not list(work.iterdir())  # nothing written to the working directory
+
+
+@pytest.mark.timeout(60)
+def test_the_simulated_line_is_a_child_process_that_dies_with_the_gateway(tmp_path: Path) -> None:
+    home, work = tmp_path / "home", tmp_path / "empty"
+    home.mkdir()
+    work.mkdir()
+    env, mb, _, _ = _demo_env(home)
+    proc, lines = _start(work, env, "stderr")
+    try:
+        serving = poll(lambda: next((line for line in lines if "simulated lines serving" in line), None), 30,
+                       "the line serving")
+        match = re.search(r"\(pid (\d+), log ([^)]+)\)", serving)
+        assert match is not None, serving
+        child = int(match.group(1))
+        assert child != proc.pid and _alive(child)
+        assert Path(match.group(2)).parent == home / ".local" / "share" / "edge-gateway" / "simulators"
+        socket.create_connection(("127.0.0.1", mb), timeout=2).close()
+    finally:
+        proc.kill()  # no clean stop: SIGKILL
+        proc.communicate(timeout=15)
+    poll(lambda: not _alive(child), 15, "the line's process ends with the gateway")

@@ -35,12 +35,10 @@ class ReadRequest:
     _structs: list[tuple[str, struct.Struct, list[int] | None]] = field(default_factory=list)
     _specials: list[tuple[int, Callable[[Sequence[int]], RawValue]]] = field(default_factory=list)
     _offsets: list[int] = field(default_factory=list)
-    labels: list[tuple[str, str | None]] = field(default_factory=list)
-    """(tag name, unit) per tag, for building samples without attribute lookups."""
-
-    @property
-    def names(self) -> list[str]:
-        return [t.name for t in self.tags]
+    names: list[str] = field(default_factory=list)
+    """Tag name per tag, and its unit below: for building samples without attribute lookups (two lists of
+    shared strings, not a tuple per tag: 100,000 tags are ~5 MB fewer)."""
+    units: list[str | None] = field(default_factory=list)
 
     def decode(self, data: Sequence[int] | Sequence[bool]) -> list[RawValue]:
         """Raw values of ``tags`` (in order) from the registers (or bits) this read returned."""
@@ -64,7 +62,8 @@ class ReadRequest:
         return out
 
     def compile(self) -> None:
-        self.labels = [(t.name, t.unit) for t in self.tags]
+        self.names = [t.name for t in self.tags]
+        self.units = [t.unit for t in self.tags]
         self._offsets = [0] * len(self.tags)
         groups: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
         for pos, tag in enumerate(self.tags):

@@ -330,7 +330,7 @@ class ModbusSource:
             ts = time.time_ns()
             device = req.device
             out.extend([good(device, name, v, ts, unit)
-                        for (name, unit), v in zip(req.labels, req.decode(data), strict=True)])
+                        for name, unit, v in zip(req.names, req.units, req.decode(data), strict=True)])
             if self._failing and id(req) in self._failing:
                 self._track(req, 0)
         else:
@@ -453,4 +453,4 @@ def _splittable(req: ReadRequest) -> bool:
 def _bad(req: ReadRequest, status: int, out: list[Sample]) -> None:
     ts = time.time_ns()
     device = req.device
-    out.extend([bad(device, name, status, ts, unit) for name, unit in req.labels])
+    out.extend([bad(device, name, status, ts, unit) for name, unit in zip(req.names, req.units, strict=True)])

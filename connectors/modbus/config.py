@@ -86,7 +86,7 @@ class ModbusDevice(StrictModel):
 
     def protocol_address(self, tag: ModbusTag) -> int:
         base = self.address_base if tag.address_base is None else tag.address_base
-        return tag.address - base
+        return tag.address - base if base else tag.address  # the same int object: the read plan keeps one a tag
 
     @model_validator(mode="after")
     def _layout(self) -> ModbusDevice:

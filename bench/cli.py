@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.result import HEADER, BenchResult, markdown_row
+from bench.result import HEADER, BenchResult, machine, markdown_row
 from bench.scenarios import SCENARIOS
 from gateway.plugins import CommandPlugin
 
@@ -46,17 +46,21 @@ def bench(args: argparse.Namespace) -> int:
         except ValueError:
             params[key] = value
     rows = []
-    print(HEADER, flush=True)
+    where = f"Machine: {machine()}."
+    print(where + "\n\n" + HEADER, flush=True)
     for name in wanted:
         result = run_in_child(name, params)
         row = markdown_row(result)
         rows.append(row)
         print(row, flush=True)
+    workloads = "\n".join(f"- `{name}`: {SCENARIOS[name].description}" for name in wanted)
+    print(f"\nWorkloads:\n{workloads}", flush=True)
     if args.output:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         with open(args.output, "a", encoding="utf-8") as f:
             f.write(f"\n### {stamp}: `edge-gateway bench {' '.join(args.scenario)}`"
-                    f"{' ' + json.dumps(params) if params else ''}\n\n{HEADER}\n" + "\n".join(rows) + "\n")
+                    f"{' ' + json.dumps(params) if params else ''}\n\n{where}\n\n{HEADER}\n" + "\n".join(rows)
+                    + f"\n\nWorkloads:\n{workloads}\n")
     return 0
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import platform
 import resource
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 
 @dataclass(slots=True)
@@ -70,3 +74,20 @@ def markdown_row(r: BenchResult) -> str:
         f"| {r.scenario} | {r.in_rate:,.0f} | {r.out_rate:,.0f} | {r.cpu_pct:.0f} | {r.peak_rss_mib:.0f} "
         f"| {r.wall_s:.1f} | {r.target} | {notes} |"
     )
+
+
+def machine() -> str:
+    """The machine a table was measured on: CPUs and their model, memory, OS, Python, and the load average
+    (other work sharing the machine shows there)."""
+    model, mem_kib = "", 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kib = int(Path("/proc/meminfo").read_text().split("MemTotal:", 1)[1].split()[0])
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    memory = f", {mem_kib / 2**20:.0f} GiB" if mem_kib else ""
+    return (f"{os.cpu_count()} CPUs ({model or platform.machine()}){memory}, {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}; load average {load}")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.plot import Panel, Series, svg_panels
-from bench.result import BenchResult
+from bench.result import BenchResult, machine
 
 HEADER = (
     "| tags (Modbus + OPC-UA) | offered values/s | produced (read by the gateway) /s | delivered values/s | "
@@ -60,20 +58,6 @@ def verdicts(results: list[BenchResult]) -> list[str]:
                    f"{r50.notes.get('cpu_modbus_sim_%')} + {r50.notes.get('cpu_opcua_sim_%')} % (target: held "
                    f"without loss: {'met' if held else 'MISSED'}).")
     return out
-
-
-def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{os.cpu_count()} CPUs ({model or platform.machine()}), {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}; load average at the end {load} (other work shares the machine)")
 
 
 def markdown(results: list[BenchResult], command: str, failures: list[str]) -> str:

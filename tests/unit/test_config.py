@@ -122,8 +122,8 @@ sinks:
 def test_embedded_default_loads() -> None:
     cfg = load_config(None, env={})
     assert cfg.path == EMBEDDED
-    # the simulated bottling line, served beside the gateway, collected over both protocols (tests/unit/test_line_configs.py
-    # checks every tag against the line's register map and node list)
+    # the simulated bottling line, served beside the gateway, collected over both protocols
+    # (tests/unit/test_line_configs.py checks every tag against the line's register map and node list)
     assert list(cfg.sources) == ["line_modbus", "line_opcua"] and list(cfg.sinks) == ["local_store"]
     assert [s.type for s in cfg.sources.values()] == ["modbus", "opcua"]
     assert isinstance(cfg.sinks["local_store"], SqliteStoreConfig)

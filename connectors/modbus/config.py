@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from connectors.modbus.codec import DataType, Order, register_count
-from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, TagBase
+from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, TagBase, check_at_least
 
 Table = Literal["coil", "discrete_input", "holding", "input"]
 BIT_TABLES = ("coil", "discrete_input")
@@ -147,6 +147,11 @@ class ModbusSourceConfig(SourceConfigBase):
         "read is tried again this often, so a device that recovers is read in one request again"
     )
     devices: dict[Name, ModbusDevice] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> ModbusSourceConfig:
+        check_at_least(self, "reconnect_max", "reconnect_initial")
+        return self
 
     @model_validator(mode="after")
     def _connection(self) -> ModbusSourceConfig:

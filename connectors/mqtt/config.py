@@ -6,7 +6,14 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.config.base import TEMPLATE_FIELDS, Duration, SinkConfigBase, StrictModel, check_template
+from gateway.config.base import (
+    TEMPLATE_FIELDS,
+    Duration,
+    SinkConfigBase,
+    StrictModel,
+    check_at_least,
+    check_template,
+)
 
 TOPIC_FIELDS = TEMPLATE_FIELDS
 
@@ -108,9 +115,7 @@ class MqttSinkConfig(SinkConfigBase):
 
     @model_validator(mode="after")
     def _reconnect_order(self) -> MqttSinkConfig:
-        if self.reconnect_max < self.reconnect_min:
-            raise ValueError(f"reconnect_max ({self.reconnect_max:g} s) must be at least reconnect_min "
-                             f"({self.reconnect_min:g} s)")
+        check_at_least(self, "reconnect_max", "reconnect_min")
         return self
 
     @field_validator("topic", "status_topic")

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, TagBase
+from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, TagBase, check_at_least
 
 _NODE = re.compile(r"^(nsu=[^;]+;|ns=\d+;)?[isgb]=.+$")
 _PATH_STEP = re.compile(r"^(\d+:)?[^/]+$")
@@ -134,6 +134,11 @@ class OpcUaDevice(StrictModel):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     tags: list[OpcUaTag] = Field(default_factory=list)
     discover: list[Discovery] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _reconnect_order(self) -> OpcUaDevice:
+        check_at_least(self, "reconnect_max", "reconnect_initial")
+        return self
 
     @model_validator(mode="after")
     def _shape(self) -> OpcUaDevice:

@@ -80,6 +80,13 @@ def check_template(template: str, allowed: frozenset[str] = TEMPLATE_FIELDS) -> 
 _FIELDS_SETS: dict[frozenset[str], set[str]] = {}
 
 
+def check_at_least(model: BaseModel, upper: str, lower: str) -> None:
+    """A backoff's ceiling below its first delay is a typo, not a setting: refuse it, naming both (seconds)."""
+    hi, lo = getattr(model, upper), getattr(model, lower)
+    if hi < lo:
+        raise ValueError(f"{upper} ({hi:g} s) must be at least {lower} ({lo:g} s)")
+
+
 class TagBase(StrictModel):
     """What every protocol's tag shares. Protocol models subclass it and add their addressing."""
 
@@ -156,7 +163,5 @@ class SinkConfigBase(StrictModel):
 
     @model_validator(mode="after")
     def _retry_order(self) -> SinkConfigBase:
-        if self.retry_max < self.retry_initial:
-            raise ValueError(f"retry_max ({self.retry_max:g} s) must be at least retry_initial "
-                             f"({self.retry_initial:g} s)")
+        check_at_least(self, "retry_max", "retry_initial")
         return self

@@ -34,3 +34,19 @@ def test_bad_retry_and_size_settings_name_the_field(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert f"{cfg}: {expected}" in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("{type: modbus, host: plc, reconnect_initial: 10s, reconnect_max: 2s, devices: {m: {unit: 1, tags: "
+     "[{name: t, address: 0}]}}}", "sources.plc: reconnect_max (2 s) must be at least reconnect_initial (10 s)"),
+    ("{type: opcua, devices: {m: {endpoint: 'opc.tcp://h:4840', reconnect_initial: 1m, reconnect_max: 5s, "
+     "tags: [{name: t, node: 'ns=2;i=1'}]}}}",
+     "sources.plc.devices.m: reconnect_max (5 s) must be at least reconnect_initial (60 s)"),
+])
+def test_a_reconnect_ceiling_below_its_first_delay_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                               source: str, expected: str) -> None:
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(f"sources:\n  plc: {source}\n")
+    assert main(["validate", "-c", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: {expected}" in err, err

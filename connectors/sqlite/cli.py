@@ -12,11 +12,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol, TextIO
 
 from connectors.sqlite.config import SqliteStoreConfig
-from gateway.cli.common import format_time
+from gateway.cli.common import format_time, format_value
 from gateway.cli.common import parse_when as parse_time
 from gateway.plugins import CommandPlugin
 from gateway.status_codes import status_name
-from gateway.values import array_json
 
 if TYPE_CHECKING:
     from connectors.sqlite.query import PointRow, SeriesRow
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 
 PROG = "edge-gateway query"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TABLE_ESCAPES = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
 class UsageError(Exception):
@@ -165,20 +163,6 @@ def parse_when(text: str, now_ns: int, option: str) -> int:
     if when is None:
         raise UsageError(f"{option}: expected a duration (30s, 15m, 1h, 7d) or an ISO 8601 time, not {text.strip()!r}")
     return when
-
-
-def format_value(value: object, *, table: bool) -> str:
-    if value is None:
-        return "-" if table else ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, list):  # an array or matrix, as JSON (NaN/inf as null)
-        text = array_json(value)
-        return text.translate(_TABLE_ESCAPES) if table else text
-    text = str(value)
-    return text.translate(_TABLE_ESCAPES) if table else text
 
 
 def _quality(point: PointRow) -> str:

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from gateway.config.base import parse_duration
 from gateway.config.loader import GatewayConfig, load_config
 from gateway.errors import ConfigError
+from gateway.values import array_json
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TABLE_ESCAPES = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
 def add_config_arg(p: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -54,3 +56,19 @@ def format_time(ts_ns: int) -> str:
     """ISO 8601 UTC with milliseconds: ``2024-05-01T06:00:00.250Z``."""
     seconds, rest = divmod(ts_ns, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}Z"
+
+
+def format_value(value: object, *, table: bool) -> str:
+    """A sample's value as text: ``-`` for none in a table (empty in CSV), arrays as JSON, and in a table
+    line breaks and tabs escaped so a row stays one line."""
+    if value is None:
+        return "-" if table else ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):  # an array or matrix, as JSON (NaN/inf as null)
+        text = array_json(value)
+        return text.translate(_TABLE_ESCAPES) if table else text
+    text = str(value)
+    return text.translate(_TABLE_ESCAPES) if table else text

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from gateway.cli.common import add_config_arg, format_time, load_or_report, parse_when
+from gateway.cli.common import format_value as format_cell
 from gateway.config.loader import GatewayConfig
 from gateway.deadletters import DeadLetter, Replayed, SpoolNotFoundError, connect, purge, read, replay, spool_path
 from gateway.instance_lock import InstanceLock, InstanceLocked
 from gateway.model import Sample, Value
 from gateway.status_codes import status_name
-from gateway.values import array_json, finite
+from gateway.values import finite
 
 PROG = "edge-gateway deadletters"
 REPLAY_TIMEOUT = 30.0  # s: for the sink to open, and for each write
@@ -155,13 +156,8 @@ def one_line(text: str, width: int) -> str:
 
 
 def format_value(value: Value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return one_line(array_json(value) if isinstance(value, list) else str(value), VALUE_WIDTH)
+    """The query table's text of a value, on one line and cut to ``VALUE_WIDTH``."""
+    return "-" if value is None else one_line(format_cell(value, table=False), VALUE_WIDTH)
 
 
 # -- replay -------------------------------------------------------------------------------------------

@@ -139,20 +139,15 @@ def load(text: str) -> Any:
             if event.anchor is not None:
                 anchors[event.anchor] = value
             add(value, event.start_mark, is_merge and isinstance(stack[-1], _Mapping) if stack else False)
-        elif kind is yaml.MappingStartEvent:
-            if event.tag not in (None, "!", _MAP):
-                raise ConstructorError(None, None, f"unsupported tag {event.tag!r} on a mapping", event.start_mark)
-            frame = _Mapping(event.anchor)
-            if event.anchor is not None:
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            is_map = kind is yaml.MappingStartEvent
+            if event.tag not in (None, "!", _MAP if is_map else _SEQ):
+                what = "mapping" if is_map else "sequence"
+                raise ConstructorError(None, None, f"unsupported tag {event.tag!r} on a {what}", event.start_mark)
+            frame: _Mapping | _Sequence = _Mapping(event.anchor) if is_map else _Sequence(event.anchor)
+            if event.anchor is not None:  # registered now: an alias inside the collection refers to it
                 anchors[event.anchor] = frame.obj
             stack.append(frame)
-        elif kind is yaml.SequenceStartEvent:
-            if event.tag not in (None, "!", _SEQ):
-                raise ConstructorError(None, None, f"unsupported tag {event.tag!r} on a sequence", event.start_mark)
-            seq = _Sequence(event.anchor)
-            if event.anchor is not None:
-                anchors[event.anchor] = seq.obj
-            stack.append(seq)
         elif kind is yaml.MappingEndEvent:
             done = stack.pop()
             assert isinstance(done, _Mapping)

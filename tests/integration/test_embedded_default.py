@@ -37,6 +37,14 @@ def _store_rows(db: Path) -> dict[str, int]:
     return {device: n for device, n in rows}
 
 
+def _user_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """A home directory without any gateway data, and an empty working directory."""
+    home, work = tmp_path / "home", tmp_path / "empty"
+    home.mkdir()
+    work.mkdir()
+    return home, work
+
+
 def _demo_env(home: Path) -> tuple[dict[str, str], int, int, int]:
     """The environment of a user without a config, the demo's ports moved to free ones through the
     documented environment overrides; and those ports (Modbus, OPC-UA, HTTP)."""
@@ -70,9 +78,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.timeout(60)
 def test_run_without_arguments_from_an_empty_directory(tmp_path: Path) -> None:
-    home, work = tmp_path / "home", tmp_path / "empty"
-    home.mkdir()
-    work.mkdir()
+    home, work = _user_dirs(tmp_path)
     env, mb, ua, http = _demo_env(home)
     proc, lines = _start(work, env)
     db = home / ".local" / "share" / "edge-gateway" / "store.db"
@@ -110,9 +116,7 @@ def test_run_without_arguments_from_an_empty_directory(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_the_simulated_line_is_a_child_process_that_dies_with_the_gateway(tmp_path: Path) -> None:
-    home, work = tmp_path / "home", tmp_path / "empty"
-    home.mkdir()
-    work.mkdir()
+    home, work = _user_dirs(tmp_path)
     env, mb, _, _ = _demo_env(home)
     proc, lines = _start(work, env, "stderr")
     try:

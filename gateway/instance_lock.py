@@ -23,6 +23,11 @@ class InstanceLock:
         self.path = path
         self._fd: int | None = None
 
+    @classmethod
+    def of_spool(cls, spool: Path) -> InstanceLock:
+        """The lock a gateway holds on its spool for its whole life (``<spool>.lock``, beside it)."""
+        return cls(spool.with_name(spool.name + ".lock"))
+
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -67,7 +67,7 @@ class Runtime:
         self.data_dir = Path(config.data_dir).expanduser()
         spool_path = spool_file(config)  # the one rule, shared with `edge-gateway deadletters`
         self.spool = Spool(spool_path, config.spool, self.metrics)
-        self._lock = InstanceLock(spool_path.with_name(spool_path.name + ".lock"))
+        self._lock = InstanceLock.of_spool(spool_path)
         self._claimed = False
         # sparklines are for the status page only: without the endpoint keep none (~0.5 KB per tag)
         self.live = LiveTags(HISTORY_POINTS if config.http.enabled else 0)

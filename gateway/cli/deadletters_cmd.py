@@ -174,7 +174,7 @@ def replay_letters(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"{PROG}: no spool at {path} (has the gateway run with this config yet?)", file=sys.stderr)
         return 1
-    lock = InstanceLock(path.with_name(path.name + ".lock"))  # the very lock a running gateway holds
+    lock = InstanceLock.of_spool(path)  # the very lock a running gateway holds
     try:
         lock.acquire()
     except InstanceLocked:

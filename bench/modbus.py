@@ -97,7 +97,7 @@ def _one_run(devices: int, tags: int, interval: float, duration: float, device: 
     ``sink``: ``discard``, or ``mqtt`` (a mosquitto started for the run, QoS 1, one message per device)."""
     from bench.loadgen import start as start_loadgen
     from bench.servers import mosquitto
-    from simulators.modbus.server import start_subprocess
+    from simulators.modbus.process import start_subprocess
 
     with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
         tmp = Path(tmp_name)

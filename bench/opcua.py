@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ async def _measure(cfg_path: Path, sim_pids: list[int], duration: float, expecte
     from gateway.model import Batch
     from gateway.spool import Spool
 
-    latencies: list[int] = []
+    latencies = array("q")  # 8 bytes a sample in the measured process, not a boxed int each (~36 B)
     recording = False
     original = Spool.append
 
@@ -108,10 +109,10 @@ async def _measure(cfg_path: Path, sim_pids: list[int], duration: float, expecte
         await task
     finally:
         Spool.append = original  # type: ignore[method-assign]
-    latencies.sort()
+    ordered = sorted(latencies)
     return {"meter": meter, "notifications": n1 - n0, "samples_in": in1 - in0, "delivered": out,
-            "p50_ms": _percentile(latencies, 0.50), "p99_ms": _percentile(latencies, 0.99),
-            "max_ms": _percentile(latencies, 1.0), "sim_cpu_pct": 100 * sim_cpu / meter.wall_s,
+            "p50_ms": _percentile(ordered, 0.50), "p99_ms": _percentile(ordered, 0.99),
+            "max_ms": _percentile(ordered, 1.0), "sim_cpu_pct": 100 * sim_cpu / meter.wall_s,
             "setup_s": setup_s, "dropped": source.dropped, "sessions": sum(d.sessions_opened for d in devs)}
 
 

@@ -138,13 +138,19 @@ SCENARIOS: dict[str, Scenario] = {
                  _pipeline("discard", ">= 100,000 in and out/s, < 100% CPU")),
         Scenario("pipeline-store", "synthetic source -> processing -> spool -> embedded sqlite store",
                  _pipeline("sqlite", "informative")),
-        Scenario("modbus", "10 simulated devices x 1,000 float32 tags polled every second -> discard sink",
+        Scenario("modbus", "10 simulated devices x 1,000 float32 tags polled every second -> discard sink "
+                 "(-p sink=mqtt: mosquitto, QoS 1, one message per device; -p device=loadgen: the load generator)",
                  _lazy("bench.modbus", "run_modbus")),
         Scenario("modbus-ceiling", "the modbus scenario against the load generator (bench.loadgen, -p workers=N) "
                  "with shorter intervals until the gateway falls behind",
                  _lazy("bench.modbus", "run_ceiling")),
         Scenario("opcua", "10,000 OPC-UA monitored items changing every second (simulator process) -> discard sink",
                  _lazy("bench.opcua", "run_opcua")),
+        Scenario("footprint", "memory per configured tag (Modbus 1,000 vs 100,000 tags; OPC-UA 1,000 vs 10,000 "
+                 "items), 10 x 1,000 Modbus -> MQTT QoS 1 CPU and RSS, the embedded demo's RSS, a 100,000-tag start",
+                 _lazy("bench.footprint", "run_footprint")),
+        Scenario("startup", "-p devices=100 -p tags=1000 Modbus tags (one source a device, load generator): config "
+                 "load, start, first full scan, peak RSS", _lazy("bench.footprint", "run_startup")),
         Scenario("sinks", "synthetic --rate -> spool -> MQTT (per device, QoS 1) + InfluxDB (VictoriaMetrics); "
                  "then a 60 s outage of both uplinks at 10,000/s and the rate the backlog drains",
                  _lazy("bench.sinks", "run_sinks")),

@@ -302,6 +302,8 @@ class Spool:
         self._cursors[sink] = seq
         self._dirty[sink] = seq
         self._request()
+        if seq > self.tail.floor and self._readers:  # what every reader acked is never read from memory again
+            self.tail.cut(min(r._acked for r in self._readers.values()))
 
     # -- what readers ask of the spool (``gateway.spool.reader.ReaderHost``) ---------------------------
 

@@ -2,8 +2,9 @@
 
 Invariant: every committed row with ``seq > floor`` is in the tail, in seq order; a reader whose position
 is at or past ``floor`` is served from here and never touches SQLite (it gets the very sample lists that
-were appended). Rows at or below ``floor`` are read from the file. Bounded by ``memory_batches`` batches
-and about ``memory_samples`` samples; the newest batch always stays.
+were appended). Rows at or below ``floor`` are read from the file. It holds only rows some reader has
+not acked yet (what every reader acked leaves at once: a rewind goes back to a reader's acked cursor, never
+before it), bounded by ``memory_batches`` batches and about ``memory_samples`` samples for laggards.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class Tail:
         self._off = 0
         self.floor = floor
         """Every committed row above it is in the tail."""
+
+    def __len__(self) -> int:
+        return len(self._seqs) - self._off
 
     def add(self, seq: int, source: str, samples: list[Sample], mono: float) -> None:
         """A row just committed (seq above every one in the tail)."""
@@ -63,9 +67,12 @@ class Tail:
         return self._mono[i] if i < len(self._seqs) else None
 
     def cut(self, upto: int) -> None:
-        """Rows up to ``upto`` are deleted from the file: they leave the tail too."""
+        """Rows up to ``upto`` leave the tail: deleted from the file, or acked by every reader."""
+        if upto <= self.floor:
+            return
         self._off = max(self._off, bisect_right(self._seqs, upto, self._off))
-        self.floor = max(self.floor, upto)
+        self.floor = upto
+        self._compact()
 
     def trim(self, max_batches: int, max_samples: int) -> None:
         """Keep at most ``max_batches`` batches and about ``max_samples`` samples (the newest always)."""
@@ -79,9 +86,13 @@ class Tail:
                 break
             i -= 1
         if i > off:
-            self._off = off = i
-            self.floor = max(self.floor, self._seqs[off - 1])
-        if off >= _COMPACT_AFTER or (off and off * 2 > len(batches)):  # trimmed batches must really be freed
+            self._off = i
+            self.floor = max(self.floor, self._seqs[i - 1])
+            self._compact()
+
+    def _compact(self) -> None:
+        off = self._off
+        if off >= _COMPACT_AFTER or off * 2 > len(self._batches):  # trimmed batches must really be freed
             del self._seqs[:off]
             del self._batches[:off]
             del self._mono[:off]

@@ -13,13 +13,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from pymodbus import FramerType
@@ -243,17 +240,3 @@ async def running_simulator(config: SimulatorConfig, **kwargs: Any) -> AsyncIter
         yield sim
     finally:
         await sim.stop()
-
-
-def start_subprocess(file: Path | str, *, port: int, host: str = "127.0.0.1",
-                     extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
-    """``edge-gateway simulate modbus FILE`` as a child process (benchmarks, restart tests).
-
-    Its output is discarded (an unread pipe would fill and stall the server); run the same command
-    by hand to see it. SIGTERM stops it cleanly.
-    """
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli.main", "simulate", "modbus", str(file), "--host", host,
-         "--port", str(port), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )

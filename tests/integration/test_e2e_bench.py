@@ -43,3 +43,17 @@ def test_e2e_small_run_loses_nothing_and_writes_its_report(tmp_path: Path) -> No
     assert svg.findall(".//{http://www.w3.org/2000/svg}circle")  # the plotted point(s)
     report = (tmp_path / "e2e.md").read_text()
     assert "| 200 (100 + 100) |" in report and "edge-gateway bench e2e" in report
+
+
+@pytest.mark.timeout(120)
+def test_startup_scenario_times_a_real_start_in_order() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.worker", "startup", json.dumps({"devices": 5, "tags": 200})],
+        capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = BenchResult.from_json(proc.stdout.strip().splitlines()[-1])
+    n = r.notes
+    assert n["tags"] == 1000
+    assert 0 < float(n["load_s"]) <= float(n["started_s"]) <= float(n["first_scan_s"]) < 60, n
+    assert r.wall_s == n["first_scan_s"] and r.peak_rss_mib > 20

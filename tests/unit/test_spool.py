@@ -237,6 +237,30 @@ async def test_ack_and_rewind(tmp_path: Path) -> None:
         assert rows(tmp_path / "s.db", "SELECT sink, seq FROM cursors") == [("sink", 3)]
 
 
+async def test_tail_frees_at_once_what_every_reader_acked_and_keeps_what_one_may_reread(tmp_path: Path) -> None:
+    async with opened(tmp_path / "s.db") as spool:
+        fast, slow = spool.reader("fast"), spool.reader("slow")
+        appended = [counters(i * 3, 3) for i in range(4)]
+        for samples in appended:
+            await spool.append(Batch("src", samples))
+        await spool.flush()
+        assert len(spool.tail) == 4
+        await fast.ack((await read(fast))[-1].seq)
+        await slow.ack((await read(slow, 6))[-1].seq)  # rows 1-2 acked by both: they leave memory at once
+        assert (len(spool.tail), spool.tail.floor) == (2, 2)
+        in_flight = await read(slow)
+        slow.rewind()  # a failed write: what it had in flight comes again from memory, the very same lists
+        again = await read(slow)
+        assert [b.seq for b in again] == [3, 4]
+        assert [b.samples for b in again] == [b.samples for b in in_flight]
+        assert all(b.samples is s for b, s in zip(again, appended[2:], strict=True))
+        await slow.ack(4)
+        assert (len(spool.tail), spool.tail.floor) == (0, 4)
+        await spool.append(Batch("src", counters(100, 1)))
+        await spool.flush()
+        assert [b.seq for b in await read(fast)] == [5]  # the head is served as before
+
+
 async def test_reader_called_again_returns_the_same_reader_rewound(tmp_path: Path) -> None:
     async with opened(tmp_path / "s.db") as spool:
         reader = spool.reader("sink")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from connectors.modbus.cli import render
-from simulators.modbus.server import start_subprocess
+from simulators.modbus.process import start_subprocess
 from tests.servers import free_port, wait_port
 
 SIM = {"devices": {"plc": {"unit": 4, "tags": [

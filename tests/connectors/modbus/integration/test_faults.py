@@ -19,7 +19,8 @@ from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample
 from gateway.status_codes import BAD_TIMEOUT as STATUS_TIMEOUT
 from simulators.modbus.config import SimFault, SimulatorConfig
-from simulators.modbus.server import running_simulator, start_subprocess
+from simulators.modbus.process import start_subprocess
+from simulators.modbus.server import running_simulator
 from tests.servers import free_port
 
 

@@ -25,7 +25,7 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import Field, model_validator
 
-from gateway.config.base import Duration, StrictModel
+from gateway.config.base import Duration, config_dataclass
 
 GenValue = float | int | bool
 """What a generator yields. ``bool`` and ``int`` come out as such; noise makes a number a float."""
@@ -197,15 +197,22 @@ class Noisy:
 PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
-class SignalModel(StrictModel, ABC):
-    """Base of every model in ``SignalConfig`` (and of tag models that mix one in)."""
+@config_dataclass()
+class SignalModel(ABC):
+    """Base of every model in ``SignalConfig`` (and of tag models that mix one in).
+
+    Pydantic dataclasses, as the tags they are mixed into are (``config_dataclass``). Not slotted: a class
+    can have only one slotted base with fields, and for a tag that is ``TagBase`` (the synthetic source is
+    never the 100k-tag case).
+    """
 
     @abstractmethod
     def build(self, seed: int) -> Generator: ...
 
 
+@config_dataclass()
 class _NoisySignal(SignalModel):
-    noise: float = Field(0.0, ge=0, description="standard deviation of gaussian noise added to each value")
+    noise: Annotated[float, Field(ge=0, description="standard deviation of gaussian noise added to each value")] = 0.0
 
     def _levels(self) -> tuple[GenValue, ...]:
         return ()
@@ -226,19 +233,21 @@ class _NoisySignal(SignalModel):
         return Noisy(gen.value, self.noise, rng) if self.noise else gen
 
 
+@config_dataclass()
 class SineSignal(_NoisySignal):
     """``center + amplitude * sin(2π t / period + phase)``."""
 
     signal: Literal["sine"]
     amplitude: float = 1.0
-    center: float = Field(0.0, description="the value the sine oscillates around")
+    center: Annotated[float, Field(description="the value the sine oscillates around")] = 0.0
     period: PositiveDuration = 60.0
-    phase: float = Field(0.0, description="phase shift in degrees")
+    phase: Annotated[float, Field(description="phase shift in degrees")] = 0.0
 
     def build(self, seed: int) -> Generator:
         return self._noisy(Sine(self.amplitude, self.center, self.period, self.phase), random.Random(seed))
 
 
+@config_dataclass()
 class RampSignal(_NoisySignal):
     """Sawtooth from ``start`` to ``end`` over ``period`` (``end < start`` ramps down)."""
 
@@ -251,14 +260,15 @@ class RampSignal(_NoisySignal):
         return self._noisy(Ramp(self.start, self.end, self.period), random.Random(seed))
 
 
+@config_dataclass()
 class RandomWalkSignal(_NoisySignal):
     """Bounded random walk: each tick moves by up to ``step`` either way, staying within [low, high]."""
 
     signal: Literal["random_walk"]
     low: float = 0.0
     high: float = 100.0
-    step: float = Field(1.0, ge=0, description="largest move per tick")
-    start: float | None = Field(None, description="initial value; default the middle of [low, high]")
+    step: Annotated[float, Field(ge=0, description="largest move per tick")] = 1.0
+    start: Annotated[float | None, Field(description="initial value; default the middle of [low, high]")] = None
 
     @model_validator(mode="after")
     def _bounds(self) -> RandomWalkSignal:
@@ -274,6 +284,7 @@ class RandomWalkSignal(_NoisySignal):
         return self._noisy(RandomWalk(start, self.step, self.low, self.high, rng), rng)
 
 
+@config_dataclass()
 class CounterSignal(SignalModel):
     """Integer counter: ``step`` per tick, or ``rate`` steps per second; wraps into [start, wrap).
 
@@ -283,10 +294,10 @@ class CounterSignal(SignalModel):
     signal: Literal["counter"]
     start: int = 0
     step: int = 1
-    rate: float | None = Field(None, gt=0, description="steps per second; default one step per tick")
-    wrap: int | None = Field(
-        None, description="exclusive upper bound: the counter goes back to start on reaching it (65536: u16)"
-    )
+    rate: Annotated[float | None, Field(gt=0, description="steps per second; default one step per tick")] = None
+    wrap: Annotated[int | None, Field(
+        description="exclusive upper bound: the counter goes back to start on reaching it (65536: u16)"
+    )] = None
 
     @model_validator(mode="after")
     def _wrap_above_start(self) -> CounterSignal:
@@ -300,6 +311,7 @@ class CounterSignal(SignalModel):
         return RateCounter(self.start, self.step, self.rate, self.wrap)
 
 
+@config_dataclass()
 class SquareSignal(_NoisySignal):
     """Two levels: ``high`` for ``duty`` of each period, then ``low``. Booleans give an on/off signal."""
 
@@ -307,7 +319,7 @@ class SquareSignal(_NoisySignal):
     low: bool | int | float = 0
     high: bool | int | float = 1
     period: PositiveDuration = 60.0
-    duty: float = Field(0.5, ge=0, le=1, description="fraction of each period spent at high")
+    duty: Annotated[float, Field(ge=0, le=1, description="fraction of each period spent at high")] = 0.5
 
     def _levels(self) -> tuple[GenValue, ...]:
         return (self.low, self.high)
@@ -316,15 +328,16 @@ class SquareSignal(_NoisySignal):
         return self._noisy(Square(self.low, self.high, self.period, self.duty), random.Random(seed))
 
 
+@config_dataclass()
 class StepSignal(_NoisySignal):
     """A schedule: ``levels[i]`` held for ``hold`` (one duration for all, or one per level)."""
 
     signal: Literal["step"]
-    levels: list[bool | int | float] = Field(min_length=1)
-    hold: PositiveDuration | list[PositiveDuration] = Field(
+    levels: Annotated[list[bool | int | float], Field(min_length=1)]
+    hold: Annotated[PositiveDuration | list[PositiveDuration], Field(
         description="how long each level lasts: one duration, or a list as long as levels"
-    )
-    repeat: bool = Field(True, description="start over after the last level; false: stay at the last one")
+    )]
+    repeat: Annotated[bool, Field(description="start over after the last level; false: stay at the last one")] = True
 
     @model_validator(mode="after")
     def _hold_per_level(self) -> StepSignal:
@@ -340,6 +353,7 @@ class StepSignal(_NoisySignal):
         return self._noisy(Steps(list(self.levels), holds, self.repeat), random.Random(seed))
 
 
+@config_dataclass()
 class ConstantSignal(_NoisySignal):
     """A fixed value; with ``writable: true`` on the tag, a setpoint that writes change."""
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from connectors.modbus.codec import DataType, Order, register_count
-from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, TagBase, check_at_least
+from gateway.config.base import (
+    Duration,
+    Name,
+    SourceConfigBase,
+    StrictModel,
+    TagBase,
+    check_at_least,
+    config_dataclass,
+)
 
 Table = Literal["coil", "discrete_input", "holding", "input"]
 BIT_TABLES = ("coil", "discrete_input")
@@ -24,21 +32,28 @@ MAX_REGISTERS = 125
 MAX_BITS = 2000
 
 
+@config_dataclass(slots=True)
 class ModbusTag(TagBase):
-    table: Table = Field("holding", description="coil, discrete_input, holding or input")
-    address: int = Field(
+    table: Annotated[Table, Field(description="coil, discrete_input, holding or input")] = "holding"
+    address: Annotated[int, Field(
         ge=0, description="0-based protocol address, or datasheet notation (40001...) with address_base set"
-    )
-    address_base: int | None = Field(
-        None, ge=0, description="subtracted from address (e.g. 40001 for 4xxxx notation); default: the device's"
-    )
-    type: DataType = Field("uint16", description="bool, bit, int16/uint16/int32/uint32/int64/uint64, "
-                           "float32/float64, string")
-    order: Order = Field("ABCD", description="byte/word order: ABCD, CDAB (word swap), BADC (byte swap), DCBA")
-    length: int | None = Field(None, ge=1, le=MAX_REGISTERS, description="registers of a string (2 chars each)")
-    bit: int | None = Field(None, ge=0, le=15, description="bit number (0 = least significant) for type bit")
-    count: int | None = Field(None, ge=1, description="registers per the datasheet; checked against the type")
-    poll_group: str = Field("default", description="which poll group (interval) reads this tag")
+    )]
+    address_base: Annotated[int | None, Field(
+        ge=0, description="subtracted from address (e.g. 40001 for 4xxxx notation); default: the device's"
+    )] = None
+    type: Annotated[DataType, Field(description="bool, bit, int16/uint16/int32/uint32/int64/uint64, "
+                                    "float32/float64, string")] = "uint16"
+    order: Annotated[
+        Order, Field(description="byte/word order: ABCD, CDAB (word swap), BADC (byte swap), DCBA")
+    ] = "ABCD"
+    length: Annotated[
+        int | None, Field(ge=1, le=MAX_REGISTERS, description="registers of a string (2 chars each)")
+    ] = None
+    bit: Annotated[int | None, Field(ge=0, le=15, description="bit number (0 = least significant) for type bit")] = None
+    count: Annotated[
+        int | None, Field(ge=1, description="registers per the datasheet; checked against the type")
+    ] = None
+    poll_group: Annotated[str, Field(description="which poll group (interval) reads this tag")] = "default"
 
     @model_validator(mode="after")
     def _shape(self) -> ModbusTag:

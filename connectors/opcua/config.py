@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, TagBase, check_at_least
+from gateway.config.base import (
+    Duration,
+    Name,
+    SourceConfigBase,
+    StrictModel,
+    TagBase,
+    check_at_least,
+    config_dataclass,
+)
 
 _NODE = re.compile(r"^(nsu=[^;]+;|ns=\d+;)?[isgb]=.+$")
 _PATH_STEP = re.compile(r"^(\d+:)?[^/]+$")
@@ -47,21 +55,28 @@ def check_node(node: str) -> str:
     return node
 
 
+@config_dataclass(slots=True)
 class OpcUaTag(TagBase):
-    node: str = Field(description="NodeId (nsu=URI;s=..., ns=2;i=..., ...) or browse path /Objects/2:Line1/2:Temp")
-    sampling_interval: Duration | None = Field(None, description="server sampling interval; default the device's")
-    queue_size: int | None = Field(None, ge=1, le=10_000, description="server-side queue; default the device's")
-    trigger: Trigger | None = Field(
-        None, description="data-change trigger; default: no filter at all (the server reports every change of "
+    node: Annotated[
+        str, Field(description="NodeId (nsu=URI;s=..., ns=2;i=..., ...) or browse path /Objects/2:Line1/2:Temp")
+    ]
+    sampling_interval: Annotated[
+        Duration | None, Field(description="server sampling interval; default the device's")
+    ] = None
+    queue_size: Annotated[
+        int | None, Field(ge=1, le=10_000, description="server-side queue; default the device's")
+    ] = None
+    trigger: Annotated[Trigger | None, Field(
+        description="data-change trigger; default: no filter at all (the server reports every change of "
         "status or value), or with a server deadband status_value for numbers, status_value_timestamp otherwise"
-    )
-    server_timestamp: bool | None = Field(
-        None, description="carry the server timestamp beside the source timestamp; default the device's"
-    )
-    server_deadband: float | None = Field(None, ge=0, description="absolute deadband applied by the server")
-    server_deadband_percent: float | None = Field(
-        None, ge=0, le=100, description="percent-of-EURange deadband applied by the server"
-    )
+    )] = None
+    server_timestamp: Annotated[
+        bool | None, Field(description="carry the server timestamp beside the source timestamp; default the device's")
+    ] = None
+    server_deadband: Annotated[float | None, Field(ge=0, description="absolute deadband applied by the server")] = None
+    server_deadband_percent: Annotated[
+        float | None, Field(ge=0, le=100, description="percent-of-EURange deadband applied by the server")
+    ] = None
 
     _check_node = field_validator("node")(classmethod(lambda cls, v: check_node(v)))
 

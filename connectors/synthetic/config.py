@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, TagBase
+from gateway.config.base import Duration, Name, SourceConfigBase, StrictModel, TagBase, config_dataclass
 from gateway.generators import (
     ConstantSignal,
     CounterSignal,
@@ -24,30 +24,37 @@ from gateway.generators import (
 )
 
 
+@config_dataclass(slots=True)
 class SineTag(SineSignal, TagBase):
     pass
 
 
+@config_dataclass(slots=True)
 class RampTag(RampSignal, TagBase):
     pass
 
 
+@config_dataclass(slots=True)
 class RandomWalkTag(RandomWalkSignal, TagBase):
     pass
 
 
+@config_dataclass(slots=True)
 class CounterTag(CounterSignal, TagBase):
     pass
 
 
+@config_dataclass(slots=True)
 class SquareTag(SquareSignal, TagBase):
     pass
 
 
+@config_dataclass(slots=True)
 class StepTag(StepSignal, TagBase):
     pass
 
 
+@config_dataclass(slots=True)
 class ConstantTag(ConstantSignal, TagBase):
     pass
 

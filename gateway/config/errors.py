@@ -17,12 +17,18 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Discriminator, Tag
+from pydantic.dataclasses import is_pydantic_dataclass
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from gateway.config.base import NAME_PATTERN
 
 PathElem = int | str
+
+ConfigClass = type[Any]
+"""A config model: a ``BaseModel``, or a pydantic dataclass (the tags, see ``config_dataclass``)."""
+
+_UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")  # a BaseModel's, a dataclass's
 
 _NAME_HINT = "invalid name: use lowercase letters, digits and single underscores, e.g. filler_plc"
 
@@ -115,14 +121,14 @@ def format_errors(errors: Iterable[ErrorDetails], root: type[BaseModel], origin:
     return lines
 
 
-def _message(err: ErrorDetails, owner: type[BaseModel] | None, path: list[PathElem], is_key: bool) -> str:
+def _message(err: ErrorDetails, owner: ConfigClass | None, path: list[PathElem], is_key: bool) -> str:
     kind, msg = err["type"], err["msg"]
     if is_key:
         ctx = err.get("ctx") or {}
         if kind == "string_pattern_mismatch" and ctx.get("pattern") == NAME_PATTERN:
             return _NAME_HINT
         return f"invalid name: {msg}"
-    if kind == "extra_forbidden":
+    if kind in _UNKNOWN_KEY:
         return _unknown_key(owner, path[-1] if path else "")
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
@@ -131,28 +137,28 @@ def _message(err: ErrorDetails, owner: type[BaseModel] | None, path: list[PathEl
     return msg
 
 
-def _unknown_key(owner: type[BaseModel] | None, key: PathElem) -> str:
+def _unknown_key(owner: ConfigClass | None, key: PathElem) -> str:
     if owner is None:
         return "unknown key"
-    known = sorted(set(owner.model_fields) | _aliases(owner))
+    known = sorted(set(_fields(owner)) | _aliases(owner))
     close = difflib.get_close_matches(str(key), known, n=1)
     if close:
         return f"unknown key; did you mean {close[0]!r}?"
     return f"unknown key; expected one of: {', '.join(known)}"
 
 
-def _aliases(model: type[BaseModel]) -> set[str]:
-    return {f.alias for f in model.model_fields.values() if f.alias}
+def _aliases(model: ConfigClass) -> set[str]:
+    return {f.alias for f in _fields(model).values() if f.alias}
 
 
 # --- mapping pydantic's loc onto the user's path -----------------------------------------------------
 
 
-def user_path(root: type[BaseModel], loc: tuple[PathElem, ...]) -> tuple[list[PathElem], type[BaseModel] | None, bool]:
+def user_path(root: type[BaseModel], loc: tuple[PathElem, ...]) -> tuple[list[PathElem], ConfigClass | None, bool]:
     """Walk the annotations along ``loc``: the user's path, the model owning its last key, and whether the
     error is about a mapping key itself (a bad name) rather than its value."""
     path: list[PathElem] = []
-    owner: type[BaseModel] | None = None
+    owner: ConfigClass | None = None
     tp: Any = root
     disc: Any = None
     is_key = False
@@ -175,7 +181,15 @@ def user_path(root: type[BaseModel], loc: tuple[PathElem, ...]) -> tuple[list[Pa
 
 
 def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
+    return isinstance(tp, type) and (issubclass(tp, BaseModel) or is_pydantic_dataclass(tp))
+
+
+def _fields(model: ConfigClass) -> Mapping[str, FieldInfo]:
+    """A model's fields by name, whichever kind of config model it is."""
+    if issubclass(model, BaseModel):
+        return model.model_fields
+    fields: dict[str, FieldInfo] = model.__pydantic_fields__
+    return fields
 
 
 def _union_members(tp: Any) -> list[Any]:
@@ -212,7 +226,7 @@ def _pick_member(members: list[Any], disc: Any, label: PathElem) -> Any:
         if not _is_model(inner):
             continue
         if isinstance(disc, str):
-            field = inner.model_fields.get(disc)
+            field = _fields(inner).get(disc)
             if field is not None and get_origin(field.annotation) is Literal and label in get_args(field.annotation):
                 return member
         if inner.__name__ == label:
@@ -223,7 +237,7 @@ def _pick_member(members: list[Any], disc: Any, label: PathElem) -> Any:
 def _child(tp: Any, elem: PathElem) -> tuple[Any, Any]:
     """The annotation (and field discriminator) one level below ``tp`` at key/index ``elem``."""
     if _is_model(tp):
-        for name, field in tp.model_fields.items():
+        for name, field in _fields(tp).items():
             if elem in (name, field.alias):
                 return field.annotation, field.discriminator
         return None, None

@@ -23,8 +23,9 @@ every state, and one with neither is ``analog``): ``analog``, ``good_count``, ``
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,7 +34,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 
 from connectors.modbus.codec import DataType, Order
 from connectors.modbus.config import Table
-from gateway.config.base import Duration, Name, StrictModel
+from gateway.config.base import Duration, Name, StrictModel, config_dataclass
 from gateway.generators import (
     ConstantSignal,
     CounterSignal,
@@ -94,10 +95,14 @@ class OpcUaOverride(StrictModel):
 # --- signals -----------------------------------------------------------------------------------------
 
 
-class SignalBase(StrictModel):
+@config_dataclass()
+class SignalBase(ABC):
+    """What every signal of a machine has. A dataclass, as the generator signal models mixed into the plain
+    ``signal:`` kinds are."""
+
     name: SignalName
     description: str = ""
-    unit: str | None = Field(None, description="engineering unit, e.g. degC, bar, m/min")
+    unit: Annotated[str | None, Field(description="engineering unit, e.g. degC, bar, m/min")] = None
     modbus: ModbusOverride | None = None
     opcua: OpcUaOverride | None = None
 
@@ -166,17 +171,18 @@ Stopped = Annotated[
 ]
 
 
+@config_dataclass()
 class AnalogSignal(SignalBase):
     """A measurement that follows the machine state, through a first-order lag."""
 
     kind: Literal["analog"] = "analog"
-    running: Target = Field(description="the target while running: a generator or a number")
-    states: dict[StoppedState, StateValue] = Field(
-        default_factory=dict, description="the target in other states (default: `stopped`)"
-    )
-    stopped: Stopped = Field(0.0, description="the target in any state not listed")
-    lag: Duration = Field(0.0, description="time constant of the first-order lag (0: follows immediately)")
-    type: Literal["float", "int"] = Field("float", description="int: the value is rounded")
+    running: Annotated[Target, Field(description="the target while running: a generator or a number")]
+    states: Annotated[
+        dict[StoppedState, StateValue], Field(description="the target in other states (default: `stopped`)")
+    ] = dataclasses.field(default_factory=dict)
+    stopped: Annotated[Stopped, Field(description="the target in any state not listed")] = 0.0
+    lag: Annotated[Duration, Field(description="time constant of the first-order lag (0: follows immediately)")] = 0.0
+    type: Annotated[Literal["float", "int"], Field(description="int: the value is rounded")] = "float"
     eu_range: EuRange | None = None
 
     @model_validator(mode="after")
@@ -191,6 +197,7 @@ class AnalogSignal(SignalBase):
         return (None, None) if self.eu_range is None else self.eu_range
 
 
+@config_dataclass()
 class _Flat(SignalBase):
     """A plain generator (``signal: sine`` ...): the same in every state, like the other simulators' tags."""
 
@@ -210,50 +217,59 @@ def _levels_kind(levels: list[bool | int | float] | tuple[bool | int | float, ..
     return "float"
 
 
+@config_dataclass()
 class FlatSine(SineSignal, _Flat):
     def value_kind(self) -> Kind:
         return "float"
 
 
+@config_dataclass()
 class FlatRamp(RampSignal, _Flat):
     def value_kind(self) -> Kind:
         return "float"
 
 
+@config_dataclass()
 class FlatRandomWalk(RandomWalkSignal, _Flat):
     def value_kind(self) -> Kind:
         return "float"
 
 
+@config_dataclass()
 class FlatCounter(CounterSignal, _Flat):
     def value_kind(self) -> Kind:
         return "int"
 
 
+@config_dataclass()
 class FlatSquare(SquareSignal, _Flat):
     def value_kind(self) -> Kind:
         return _levels_kind([self.low, self.high], self.noise)
 
 
+@config_dataclass()
 class FlatStep(StepSignal, _Flat):
     def value_kind(self) -> Kind:
         return _levels_kind(self.levels, self.noise)
 
 
+@config_dataclass()
 class FlatConstant(ConstantSignal, _Flat):
     def value_kind(self) -> Kind:
         return _levels_kind([self.value], self.noise)
 
 
+@config_dataclass()
 class _Count(SignalBase):
-    wrap: int | None = Field(
-        None, ge=2, description="the counter goes back to 0 on reaching this; default: the register type's range"
-    )
+    wrap: Annotated[int | None, Field(
+        ge=2, description="the counter goes back to 0 on reaching this; default: the register type's range"
+    )] = None
 
     def value_kind(self) -> Kind:
         return "int"
 
 
+@config_dataclass()
 class GoodCount(_Count):
     kind: Literal["good_count"]
 
@@ -261,6 +277,7 @@ class GoodCount(_Count):
         return "good products (counts while running)"
 
 
+@config_dataclass()
 class RejectCount(_Count):
     kind: Literal["reject_count"]
 
@@ -268,16 +285,18 @@ class RejectCount(_Count):
         return "rejected products (counts while running)"
 
 
+@config_dataclass()
 class TotalCount(_Count):
     kind: Literal["total_count"]
-    factor: float = Field(
-        1.0, gt=0, description="counts per product: 4 = four tool changes per part, 0.02 = one per 50 parts"
-    )
+    factor: Annotated[float, Field(
+        gt=0, description="counts per product: 4 = four tool changes per part, 0.02 = one per 50 parts"
+    )] = 1.0
 
     def auto_description(self) -> str:
         return "products made (counts while running)" if self.factor == 1 else f"{self.factor:g} counts per product"
 
 
+@config_dataclass()
 class StateSignal(SignalBase):
     kind: Literal["state"]
 
@@ -288,6 +307,7 @@ class StateSignal(SignalBase):
         return STATE_DESCRIPTION
 
 
+@config_dataclass()
 class AlarmSignal(SignalBase):
     kind: Literal["alarm"]
 
@@ -298,6 +318,7 @@ class AlarmSignal(SignalBase):
         return "true while the machine is in fault"
 
 
+@config_dataclass()
 class AlarmCodeSignal(SignalBase):
     kind: Literal["alarm_code"]
 
@@ -308,14 +329,15 @@ class AlarmCodeSignal(SignalBase):
         return "active fault code, 0 when none"
 
 
+@config_dataclass()
 class SetpointSignal(SignalBase):
     """A writable value: clients change it, and it stays."""
 
     kind: Literal["setpoint"]
-    value: bool | int | float = Field(description="initial value")
+    value: Annotated[bool | int | float, Field(description="initial value")]
     type: Literal["float", "int", "bool"] = "float"
-    min: float | None = Field(None, description="writes below are refused")
-    max: float | None = Field(None, description="writes above are refused")
+    min: Annotated[float | None, Field(description="writes below are refused")] = None
+    max: Annotated[float | None, Field(description="writes above are refused")] = None
 
     @model_validator(mode="after")
     def _limits(self) -> SetpointSignal:
@@ -348,11 +370,12 @@ class SetpointSignal(SignalBase):
         return "setpoint (writable)"
 
 
+@config_dataclass()
 class SumSignal(SignalBase):
     """The sum of numeric signals, e.g. a power meter's total of the machines' power."""
 
     kind: Literal["sum"]
-    of: list[str] = Field(min_length=1, description="`machine.signal`, or `signal` of the same machine")
+    of: Annotated[list[str], Field(min_length=1, description="`machine.signal`, or `signal` of the same machine")]
     eu_range: EuRange | None = None
 
     def value_kind(self) -> Kind:
@@ -368,12 +391,13 @@ class SumSignal(SignalBase):
         return "sum of " + ", ".join(self.of)
 
 
+@config_dataclass()
 class IntegralSignal(SignalBase):
     """The running integral of a signal: ``of: power`` (kW) ``per: 1h`` gives energy in kWh."""
 
     kind: Literal["integral"]
-    of: str = Field(description="`signal` of the same machine (or `machine.signal`)")
-    per: PositiveDuration = Field(3600.0, description="time unit of the integral (1h: kW -> kWh)")
+    of: Annotated[str, Field(description="`signal` of the same machine (or `machine.signal`)")]
+    per: Annotated[PositiveDuration, Field(description="time unit of the integral (1h: kW -> kWh)")] = 3600.0
 
     def value_kind(self) -> Kind:
         return "float"
@@ -385,11 +409,14 @@ class IntegralSignal(SignalBase):
         return f"integral of {self.of} per {self.per:g} s"
 
 
+@config_dataclass()
 class TextSignal(SignalBase):
     kind: Literal["text"]
     text: str = ""
     writable: bool = False
-    length: int | None = Field(None, ge=1, le=125, description="registers reserved (2 bytes each); default: fits text")
+    length: Annotated[
+        int | None, Field(ge=1, le=125, description="registers reserved (2 bytes each); default: fits text")
+    ] = None
 
     @model_validator(mode="after")
     def _fits(self) -> TextSignal:

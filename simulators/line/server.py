@@ -168,11 +168,12 @@ class LineServer:
         for machine, points in self._by_machine.items():
             tags: list[Any] = []
             for p in points:
-                where = {"name": p.name, "table": p.table, "address": p.address, "type": p.mtype, "order": p.order}
                 if p.mtype == "string":
-                    tags.append(SimString(signal="text", text="", length=p.length, **where))
+                    tags.append(SimString(name=p.name, table=p.table, address=p.address, type=p.mtype, order=p.order,
+                                          signal="text", text="", length=p.length))
                 else:
-                    tags.append(SimConstant(signal="constant", value=False if p.mtype == "bool" else 0, **where))
+                    tags.append(SimConstant(name=p.name, table=p.table, address=p.address, type=p.mtype,
+                                            order=p.order, signal="constant", value=False if p.mtype == "bool" else 0))
             devices[machine] = SimDeviceConfig(unit=points[0].unit_id, tags=tags)
         return SimulatorConfig(seed=0, devices=devices)
 

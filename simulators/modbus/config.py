@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from connectors.modbus.codec import DataType, Order, register_count
 from connectors.modbus.config import BIT_TABLES, Table
-from gateway.config.base import Duration, Name, StrictModel
+from gateway.config.base import Duration, Name, StrictModel, config_dataclass
 from gateway.generators import (
     ConstantSignal,
     CounterSignal,
@@ -37,16 +37,18 @@ from gateway.generators import (
 )
 
 
-class SimRegister(StrictModel):
-    """Where and how a simulated tag is stored; the generator fields sit beside these."""
+@config_dataclass()
+class SimRegister:
+    """Where and how a simulated tag is stored; the generator fields sit beside these (a dataclass, as the
+    signal models it is mixed with are)."""
 
-    name: str = Field(min_length=1)
+    name: Annotated[str, Field(min_length=1)]
     table: Table = "holding"
-    address: int = Field(ge=0, le=65535, description="0-based protocol address")
+    address: Annotated[int, Field(ge=0, le=65535, description="0-based protocol address")]
     type: DataType = "uint16"
     order: Order = "ABCD"
-    length: int | None = Field(None, ge=1, le=125, description="registers of a string")
-    bit: int | None = Field(None, ge=0, le=15, description="bit number for type bit")
+    length: Annotated[int | None, Field(ge=1, le=125, description="registers of a string")] = None
+    bit: Annotated[int | None, Field(ge=0, le=15, description="bit number for type bit")] = None
 
     @model_validator(mode="after")
     def _shape(self) -> SimRegister:
@@ -65,34 +67,42 @@ class SimRegister(StrictModel):
         return register_count(self.type, self.length)
 
 
+@config_dataclass()
 class SimSine(SineSignal, SimRegister):
     pass
 
 
+@config_dataclass()
 class SimRamp(RampSignal, SimRegister):
     pass
 
 
+@config_dataclass()
 class SimRandomWalk(RandomWalkSignal, SimRegister):
     pass
 
 
+@config_dataclass()
 class SimCounter(CounterSignal, SimRegister):
     pass
 
 
+@config_dataclass()
 class SimSquare(SquareSignal, SimRegister):
     pass
 
 
+@config_dataclass()
 class SimStep(StepSignal, SimRegister):
     pass
 
 
+@config_dataclass()
 class SimConstant(ConstantSignal, SimRegister):
     pass
 
 
+@config_dataclass()
 class SimString(SimRegister):
     """A fixed text (``type: string``), e.g. a serial number or recipe name."""
 

@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from gateway.config.base import Duration, Name, StrictModel
+from gateway.config.base import Duration, Name, StrictModel, config_dataclass
 from gateway.generators import (
     ConstantSignal,
     CounterSignal,
@@ -45,42 +45,54 @@ VarType = Literal[
 ]
 
 
-class SimVariable(StrictModel):
-    name: str = Field(min_length=1, description="browse name; also the string NodeId `<machine>.<name>`")
+@config_dataclass()
+class SimVariable:
+    """A variable; the generator fields sit beside these (a dataclass, as the signal models it is mixed
+    with are)."""
+
+    name: Annotated[str, Field(min_length=1, description="browse name; also the string NodeId `<machine>.<name>`")]
     type: VarType = "Double"
-    unit: str | None = Field(None, description="engineering unit (EngineeringUnits property)")
-    eu_range: tuple[float, float] | None = Field(None, description="EURange [low, high] (percent deadband)")
-    writable: bool = Field(False, description="clients may write it; the generator then leaves it alone")
+    unit: Annotated[str | None, Field(description="engineering unit (EngineeringUnits property)")] = None
+    eu_range: Annotated[tuple[float, float] | None, Field(description="EURange [low, high] (percent deadband)")] = None
+    writable: Annotated[bool, Field(description="clients may write it; the generator then leaves it alone")] = False
 
 
+@config_dataclass()
 class VarSine(SineSignal, SimVariable):
     pass
 
 
+@config_dataclass()
 class VarRamp(RampSignal, SimVariable):
     pass
 
 
+@config_dataclass()
 class VarRandomWalk(RandomWalkSignal, SimVariable):
     pass
 
 
+@config_dataclass()
 class VarCounter(CounterSignal, SimVariable):
     pass
 
 
+@config_dataclass()
 class VarSquare(SquareSignal, SimVariable):
     pass
 
 
+@config_dataclass()
 class VarStep(StepSignal, SimVariable):
     pass
 
 
+@config_dataclass()
 class VarConstant(ConstantSignal, SimVariable):
     pass
 
 
+@config_dataclass()
 class VarText(SimVariable):
     """A fixed text (type String), e.g. a recipe or serial number."""
 
@@ -88,6 +100,7 @@ class VarText(SimVariable):
     text: str = ""
 
 
+@config_dataclass()
 class VarClock(SimVariable):
     """The current time (type DateTime)."""
 

@@ -237,6 +237,23 @@ def test_unknown_key_deep_in_a_plugin_and_at_top_level(write: Write) -> None:
     ]
 
 
+def test_unknown_key_of_a_tag_lists_the_known_keys(write: Write) -> None:
+    # Tags are pydantic dataclasses (an unknown key is `unexpected_keyword_argument`, not `extra_forbidden`).
+    p = write("sources:\n  plc:\n    type: modbus\n    host: h\n"
+              "    devices: {d1: {unit: 1, tags: [{name: a, address: 0, zzz: 1}]}}\n"
+              "sinks:\n  local_store: {type: sqlite}\n")
+    assert problems(p) == [
+        f"{p}: sources.plc.devices.d1.tags.0.zzz: unknown key; expected one of: address, address_base, bit, clamp, "
+        "count, deadband, deadband_percent, length, max, max_silence, min, name, offset, on_change, order, "
+        "poll_group, scale, table, type, unit, writable",
+    ]
+    tags = '[{"name": "a", "address": 0, "scal": 2}]'
+    assert problems(p, {"EDGEGW_SOURCES__PLC__DEVICES__D1__TAGS": tags}) == [
+        "EDGEGW_SOURCES__PLC__DEVICES__D1__TAGS: sources.plc.devices.d1.tags.0.scal: unknown key; did you mean "
+        "'scale'?",
+    ]
+
+
 def test_wrong_type(write: Write, fake_sinks: None) -> None:
     p = write(BROKER.replace("port: 8883", "port: [8883]"))
     assert problems(p) == [f"{p}: sinks.plant_broker.port: Input should be a valid integer"]

@@ -168,10 +168,10 @@ def test_derived_seeds_are_stable_across_processes() -> None:
         ({"signal": "step", "levels": [1, 2], "hold": ["1s"]}, "hold has 1 durations for 2 levels"),
         ({"signal": "step", "levels": [], "hold": "1s"}, "at least 1 item"),
         ({"signal": "counter", "start": 5, "wrap": 5}, "wrap (5) must be above start (5)"),
-        ({"signal": "counter", "noise": 1}, "Extra inputs are not permitted"),
+        ({"signal": "counter", "noise": 1}, "Unexpected keyword argument"),
         ({"signal": "random_walk", "low": 2, "high": 1}, "low (2) must be below high (1)"),
         ({"signal": "random_walk", "low": 0, "high": 1, "start": 3}, "start (3) must lie within"),
-        ({"signal": "sine", "amplitud": 1}, "Extra inputs are not permitted"),
+        ({"signal": "sine", "amplitud": 1}, "Unexpected keyword argument"),
     ],
 )
 def test_invalid_models_are_refused(fields: dict[str, object], message: str) -> None:

@@ -98,7 +98,7 @@ def test_config_rejects_duplicate_tag_names() -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"devices": {"d": {"tags": [{"name": "a", "signal": "sine", "bogus": 1}]}}}, "Extra inputs"),
+        ({"devices": {"d": {"tags": [{"name": "a", "signal": "sine", "bogus": 1}]}}}, "Unexpected keyword argument"),
         ({"devices": {"Bad-Name": {"tags": [{"name": "a", "signal": "sine"}]}}}, "String should match"),
         ({"devices": {}}, "at least 1 item"),
         ({"interval": 0, "devices": {"d": {"tags": [{"name": "a", "signal": "sine"}]}}}, "greater than 0"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.live import LiveTags
 from gateway.metrics import Metrics
-from gateway.model import Batch
+from gateway.model import Batch, Sample
 from gateway.processing import Processor
 from gateway.spool import Spool
 
@@ -41,4 +41,12 @@ class SourcePipeline:
             batch = out
         if self.live is not None:
             self.live.record(self.source, batch.samples)
+        await self.spool.append(batch)
+
+    async def inject(self, samples: list[Sample]) -> None:
+        """Samples the gateway decided itself (a value turned stale, an alarm its delay raised): already
+        processed, so straight to the live view and the spool; not counted as read from the source."""
+        batch = Batch(self.source, samples)
+        if self.live is not None:
+            self.live.record(self.source, samples)
         await self.spool.append(batch)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from gateway.config.base import SourceConfigBase, TagBase
 from gateway.model import Batch, Quality, Sample, Value
 from gateway.samples import reading, with_value
+from gateway.watch import TagWatch
 
 TagFn = Callable[[Sample, float], Sample | None]
 """``fn(sample, monotonic_now)``: the processed sample, ``sample`` itself when untouched, None if filtered."""
@@ -130,48 +131,61 @@ def _filter_fn(
     return filtered
 
 
-def tag_fn(tag: TagBase) -> TagFn | None:
-    """The per-sample function for ``tag``, or None when it passes untouched."""
+def tag_fn(tag: TagBase, watch: TagWatch | None = None) -> TagFn | None:
+    """The per-sample function for ``tag``, or None when it passes untouched. A watched tag's engineering
+    value goes to ``watch`` before any filtering: alarms and stale detection see every reading."""
     if not tag.needs_processing:
         return None
     lo, hi = (tag.min, tag.max) if tag.clamp else (None, None)
-    if tag.deadband is None and tag.deadband_percent is None and not tag.on_change:
-        return _transform_fn(tag.scale, tag.offset, lo, hi)
-    return _filter_fn(
-        tag.scale,
-        tag.offset,
-        lo,
-        hi,
-        tag.deadband or 0.0,
-        tag.deadband_percent or 0.0,
-        math.inf if tag.max_silence is None else tag.max_silence,
-    )
+    filtering = tag.deadband is not None or tag.deadband_percent is not None or tag.on_change
+    silence = math.inf if tag.max_silence is None else tag.max_silence
+    if watch is None or not tag.watched:
+        if not filtering:
+            return _transform_fn(tag.scale, tag.offset, lo, hi)
+        return _filter_fn(tag.scale, tag.offset, lo, hi, tag.deadband or 0.0, tag.deadband_percent or 0.0, silence)
+    transform = (_transform_fn(tag.scale, tag.offset, lo, hi)
+                 if tag.scale != 1.0 or tag.offset != 0.0 or tag.clamp else None)
+    filt = (_filter_fn(1.0, 0.0, None, None, tag.deadband or 0.0, tag.deadband_percent or 0.0, silence)
+            if filtering else None)
+    see = watch.see
+
+    def watched(s: Sample, now: float) -> Sample | None:
+        if transform is not None:
+            s = transform(s, now) or s  # a transform never filters
+        s = see(s, now)
+        return s if filt is None else filt(s, now)
+
+    return watched
 
 
 class Processor:
     """Applies one source's per-tag processing to its batches. Not thread-safe: one per source task."""
 
     def __init__(
-        self, tags: Iterable[tuple[str, TagBase]], *, clock: Callable[[], float] = time.monotonic
+        self, tags: Iterable[tuple[str, TagBase]], *, clock: Callable[[], float] = time.monotonic, source: str = ""
     ) -> None:
         self._clock = clock
+        tags = list(tags)
+        watch = TagWatch(source, tags)
+        self.watch: TagWatch | None = watch if len(watch) else None
+        """Alarms and stale detection of the watched tags; ticked by the runtime once a second."""
         # device -> tag -> fn; devices without any processed tag are absent, so they cost one lookup
         self._fns: dict[str, dict[str, TagFn]] = {}
         for device, tag in tags:
-            fn = tag_fn(tag)
+            fn = tag_fn(tag, self.watch)
             if fn is not None:
                 self._fns.setdefault(device, {})[tag.name] = fn
         self.filtered = 0
 
     @classmethod
     def for_source(
-        cls, config: SourceConfigBase, *, clock: Callable[[], float] = time.monotonic
+        cls, config: SourceConfigBase, *, clock: Callable[[], float] = time.monotonic, source: str = ""
     ) -> Processor | None:
         """A processor for ``config``'s tags, or None when none of them needs processing."""
         tags = list(config.iter_tags())
         if not any(tag.needs_processing for _, tag in tags):
             return None
-        return cls(tags, clock=clock)
+        return cls(tags, clock=clock, source=source)
 
     def apply(self, batch: Batch) -> Batch | None:
         """``batch`` processed: the same object if nothing changed, None if every sample was filtered."""
@@ -192,7 +206,12 @@ class Processor:
                             continue
                         s = r
             append(s)
+        self.filtered += len(batch.samples) - len(out)
+        watch = self.watch
+        if watch is not None and watch.out:  # alarms raised or cleared by these values
+            out += watch.out
+            watch.out = []
+            changed = True
         if not changed:
             return batch
-        self.filtered += len(batch.samples) - len(out)
         return Batch(batch.source, out) if out else None

@@ -16,9 +16,9 @@ import gc
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gateway.config.base import SinkConfigBase, SourceConfigBase
+from gateway.config.base import SEVERITIES, SinkConfigBase, SourceConfigBase
 from gateway.config.loader import GatewayConfig
 from gateway.contracts import Sink, Source, WritableSource
 from gateway.deadletters import spool_path as spool_file
@@ -35,6 +35,7 @@ from gateway.processing import Processor
 from gateway.spool import Spool
 from gateway.status import SinkState, StatusBoard
 from gateway.supervisor import supervise
+from gateway.watch import ActiveAlarm, ValueMaps, state_word, value_maps
 from gateway.writes import write_value
 
 if TYPE_CHECKING:
@@ -73,13 +74,15 @@ class Runtime:
         self.live = LiveTags(HISTORY_POINTS if config.http.enabled else 0)
         self.sources: dict[str, Source] = {}
         self.pipelines: dict[str, SourcePipeline] = {}
+        self.value_maps: dict[str, ValueMaps] = {}
         self.sinks: dict[str, Sink] = {}
         self.deliveries: dict[str, DeliveryLoop] = {}
         self._delivered_before: dict[str, int] = {}  # by delivery loops a hot reload replaced
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.board = StatusBoard(self._configured_devices, self.sink_states, self.live, self.metrics,
                                  device_grace=config.http.device_grace, health_window=config.http.health_window,
-                                 last_drop=lambda: self.spool.last_drop_mono)
+                                 last_drop=lambda: self.spool.last_drop_mono, annotate=self._annotate,
+                                 alarms=self.active_alarms)
         self.http: HttpEndpoint | None = None
         if config.http.enabled:  # aiohttp costs ~8 MB of RSS: imported only when the endpoint runs
             from gateway.http_server import HttpEndpoint
@@ -101,8 +104,9 @@ class Runtime:
         _check_contract(source, "source", scfg.type, ("name", "health", "run", "close"))
         self.sources[name] = source
         self.metrics.health.add_source(source.health)
-        self.pipelines[name] = SourcePipeline(name, Processor.for_source(scfg), self.spool, self.metrics,
+        self.pipelines[name] = SourcePipeline(name, Processor.for_source(scfg, source=name), self.spool, self.metrics,
                                               self.live)
+        self.value_maps[name] = value_maps(scfg.iter_tags())
 
     def _build_sink(self, name: str, kcfg: SinkConfigBase) -> None:
         rejections = WriteRejections()  # what the sink refuses inside a write lands in the spool's dead letters
@@ -274,6 +278,37 @@ class Runtime:
             total_out += int(sum(s.value for s in metric.samples if s.name.endswith("_total")))
         return total_in, total_out
 
+    async def _tick_watches(self) -> None:
+        """Stale values and delayed alarms are decided by the clock: their samples go in like any."""
+        mono, wall = time.monotonic(), time.time_ns()
+        for pipeline in list(self.pipelines.values()):
+            watch = pipeline.processor.watch if pipeline.processor is not None else None
+            if watch is not None:
+                samples = watch.tick(mono, wall)
+                if samples:
+                    await pipeline.inject(samples)
+
+    def _annotate(self, source: str, device: str, tag: str, value: Value) -> dict[str, Any]:
+        """What the status API adds to a tag's last value: its state word, whether it is stale."""
+        out: dict[str, Any] = {}
+        states = self.value_maps.get(source, {}).get((device, tag))
+        if states is not None:
+            word = state_word(states, value)
+            if word is not None:
+                out["state"] = word
+        pipeline = self.pipelines.get(source)
+        watch = pipeline.processor.watch if pipeline is not None and pipeline.processor is not None else None
+        if watch is not None and watch.is_stale(device, tag):
+            out["stale"] = True
+        return out
+
+    def active_alarms(self) -> list[ActiveAlarm]:
+        """Every source's active alarms, highest severity first."""
+        out = [a for p in self.pipelines.values() if p.processor is not None and p.processor.watch is not None
+               for a in p.processor.watch.active()]
+        out.sort(key=lambda a: (-SEVERITIES.index(a.severity), a.since_ns))
+        return out
+
     async def _housekeeping(self) -> None:
         """Each second: backlog gauges and sparkline points; every minute a one-line summary."""
         next_summary = time.monotonic() + SUMMARY_EVERY
@@ -289,6 +324,7 @@ class Runtime:
             for st in states:
                 self.metrics.sink_pending.labels(st.name).set(st.pending)
                 self.metrics.sink_oldest_pending_age.labels(st.name).set(st.oldest_pending_age)
+            await self._tick_watches()
             self.live.sample_history()
             now = time.monotonic()
             if now >= next_summary:
@@ -340,6 +376,7 @@ class Runtime:
                 await self._close_sources([name])
                 self.sources.pop(name, None)
                 self.pipelines.pop(name, None)
+                self.value_maps.pop(name, None)
                 if name in src_changes.removed:
                     self.live.forget_source(name)
                     self.metrics.health.forget_source(name)

@@ -16,9 +16,10 @@ from typing import Any
 
 from gateway.live import LiveTags, TagView
 from gateway.metrics import Metrics
-from gateway.model import Quality, Sample
+from gateway.model import Quality, Sample, Value
 from gateway.status_codes import status_name
 from gateway.values import finite
+from gateway.watch import ActiveAlarm
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,11 @@ class StatusBoard:
         started_mono: float | None = None,
         last_drop: Callable[[], float | None] = lambda: None,
         health_window: float = 300.0,
+        annotate: Callable[[str, str, str, Value], dict[str, Any]] = lambda *_: {},
+        alarms: Callable[[], list[ActiveAlarm]] = list,
     ) -> None:
+        self._annotate = annotate
+        self._alarms = alarms
         self._devices = devices
         self._sinks = sinks
         self.live = live
@@ -125,8 +130,16 @@ class StatusBoard:
             })
         return out
 
+    def alarms(self) -> list[dict[str, Any]]:
+        """The process alarms active now (tag alarm rules), highest severity first: what the line is doing,
+        not the gateway's health, so they never turn ``/health`` red."""
+        now_ns = time.time_ns()
+        return [{"source": a.source, "device": a.device, "tag": a.tag, "severity": a.severity, "text": a.text,
+                 "since": iso(a.since_ns), "duration_s": round(max(0, now_ns - a.since_ns) / 1e9, 1),
+                 "value": finite(a.value)} for a in self._alarms()]
+
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """The whole picture (``/api/status``): the problems, and every device and sink in detail."""
+        """The whole picture (``/api/status``): the problems, active alarms, every device and sink in detail."""
         devices = self.devices()
         sinks = self.sinks()
         problems = self._problems(devices, sinks)
@@ -135,6 +148,7 @@ class StatusBoard:
             "status": "ok" if ok else "unhealthy",
             "problems": problems,
             "uptime_s": round(time.monotonic() - self.started_mono, 1),
+            "alarms": self.alarms(),
             "devices": devices,
             "sinks": sinks,
         }
@@ -167,7 +181,12 @@ class StatusBoard:
              history: bool = False) -> dict[str, Any]:
         total, views = self.live.select(text, offset, limit, history)
         now_ns = time.time_ns()
-        return {"total": total, "offset": offset, "tags": [_tag_json(v, now_ns, history) for v in views]}
+        out = []
+        for v in views:
+            t = _tag_json(v, now_ns, history)
+            t.update(self._annotate(v.source, v.device, v.sample.tag, v.sample.value))
+            out.append(t)
+        return {"total": total, "offset": offset, "tags": out}
 
 
 def _tag_json(v: TagView, now_ns: int, history: bool) -> dict[str, Any]:

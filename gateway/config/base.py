@@ -6,7 +6,7 @@ import dataclasses
 import re
 import string
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, TypeVar, cast, dataclass_transform
+from typing import Annotated, Any, Literal, TypeVar, cast, dataclass_transform
 
 import pydantic.dataclasses
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
@@ -109,6 +109,42 @@ def check_at_least(model: BaseModel, upper: str, lower: str) -> None:
         raise ValueError(f"{upper} ({hi:g} s) must be at least {lower} ({lo:g} s)")
 
 
+SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
+"""Alarm severities, mildest first; an alarm sample's value is the rank (1..4, 0 = no alarm active)."""
+
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+@config_dataclass()
+class AlarmRule:
+    """One condition on a tag's engineering value: exactly one of above/below/equals/not_equals."""
+
+    above: float | None = None
+    below: float | None = None
+    equals: float | None = None
+    not_equals: float | None = None
+    delay: Annotated[Duration, Field(description="the condition must hold this long before the alarm is raised")] = 0.0
+    severity: Severity = "high"
+    message: Annotated[str | None, Field(max_length=200, description="shown with the alarm; default: the rule")] = None
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> AlarmRule:
+        given = [k for k in ("above", "below", "equals", "not_equals") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("an alarm rule takes exactly one of above, below, equals, not_equals"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+    @property
+    def text(self) -> str:
+        """``above 80``, ``equals 4``: what the rule says, for people."""
+        for k in ("above", "below", "equals", "not_equals"):
+            v = getattr(self, k)
+            if v is not None:
+                return f"{k.replace('_', ' ')} {v:g}" + (f" for {self.delay:g} s" if self.delay else "")
+        return ""  # unreachable: the validator demands one condition
+
+
 @config_dataclass(slots=True)
 class TagBase:
     """What every protocol's tag shares. Protocol models subclass it and add their addressing.
@@ -136,6 +172,21 @@ class TagBase:
         Duration | None, Field(description="with on_change/deadband: re-send an unchanged value after this long")
     ] = None
     writable: Annotated[bool, Field(description="allow writes to this tag (command path, `write` CLI)")] = False
+    states: Annotated[
+        dict[int, Annotated[str, Field(min_length=1, max_length=64)]] | None,
+        Field(description="value map: a word for each number, e.g. {1: running, 2: idle, 4: fault}; shown next to "
+              "the value on the status page, in /api/tags, `query` and MQTT payloads"),
+    ] = None
+    alarm: Annotated[
+        tuple[AlarmRule, ...],
+        Field(description="alarm rules on the engineering value (above/below/equals/not_equals, delay, severity); "
+              "an active alarm is a sample too: tag `<name>.alarm`, value the severity rank (0 = cleared)"),
+    ] = ()
+    stale_after: Annotated[
+        Duration | None,
+        Field(gt=0, description="a value unchanged this long while the device is answering (a frozen sensor) turns "
+              "UNCERTAIN (UncertainLastUsableValue) until it changes; flagged on the status page"),
+    ] = None
 
     @property
     def needs_processing(self) -> bool:
@@ -146,7 +197,13 @@ class TagBase:
             or self.deadband is not None
             or self.deadband_percent is not None
             or self.on_change
+            or self.watched
         )
+
+    @property
+    def watched(self) -> bool:
+        """Alarm rules or stale detection: the tag's values are watched over time (``gateway.watch``)."""
+        return bool(self.alarm) or self.stale_after is not None
 
 
 class SourceConfigBase(StrictModel):

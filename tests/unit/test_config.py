@@ -243,9 +243,9 @@ def test_unknown_key_of_a_tag_lists_the_known_keys(write: Write) -> None:
               "    devices: {d1: {unit: 1, tags: [{name: a, address: 0, zzz: 1}]}}\n"
               "sinks:\n  local_store: {type: sqlite}\n")
     assert problems(p) == [
-        f"{p}: sources.plc.devices.d1.tags.0.zzz: unknown key; expected one of: address, address_base, bit, clamp, "
-        "count, deadband, deadband_percent, length, max, max_silence, min, name, offset, on_change, order, "
-        "poll_group, scale, table, type, unit, writable",
+        f"{p}: sources.plc.devices.d1.tags.0.zzz: unknown key; expected one of: address, address_base, alarm, bit, "
+        "clamp, count, deadband, deadband_percent, length, max, max_silence, min, name, offset, on_change, order, "
+        "poll_group, scale, stale_after, states, table, type, unit, writable",
     ]
     tags = '[{"name": "a", "address": 0, "scal": 2}]'
     assert problems(p, {"EDGEGW_SOURCES__PLC__DEVICES__D1__TAGS": tags}) == [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.model import Sample, Value
 from gateway.services import SERVICES_GROUP, ServicePlugin
+from gateway.watch import ValueMaps
 
 if TYPE_CHECKING:
     import structlog
@@ -63,6 +64,8 @@ class BuildContext:
     writer: TagWriter = _no_writes
     dead_letters: DeadLetters = field(default_factory=_NoDeadLetters)
     """Sinks only: where samples the uplink refused for good go (``gateway.contracts.DeadLetters``)."""
+    value_maps: Mapping[str, ValueMaps] = field(default_factory=dict)
+    """Per source, the words of its tags' values (``states``, alarm severities): kept current across reloads."""
 
 
 SrcCfg = TypeVar("SrcCfg", bound=SourceConfigBase)

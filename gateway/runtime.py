@@ -96,7 +96,7 @@ class Runtime:
     # --- building -------------------------------------------------------------------------------
     def _context(self, dead_letters: WriteRejections | None = None) -> BuildContext:
         ctx = BuildContext(metrics=self.metrics, site=self.config.site, data_dir=str(self.data_dir),
-                           log=self.log, writer=self.write_tag)
+                           log=self.log, writer=self.write_tag, value_maps=self.value_maps)
         return ctx if dead_letters is None else dataclasses.replace(ctx, dead_letters=dead_letters)
 
     def _build_source(self, name: str, scfg: SourceConfigBase) -> None:

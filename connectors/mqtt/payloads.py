@@ -11,6 +11,10 @@ Layout ``device``: one message per device and timestamp in a batch (a scan)::
      "quality": {"pressure": "bad"},
      "units": {"temperature": "degC"}}
 
+A tag with a value map (``states: {1: running, ...}``, and every ``<tag>.alarm``) also gets its value's word:
+``"state": "running"`` in the ``tag`` layout, and ``"states": {"state": "running"}`` (tag -> word, only for
+tags that have one) in the ``device`` layout.
+
 ``values`` holds every tag of the scan (``null`` for a value that could not be read); ``quality`` lists
 only the tags whose quality is not good (an empty object when all are good), so the common case stays
 small; ``units`` is present when the sink's ``units`` option is on and some tag has one. Two more
@@ -34,7 +38,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import groupby
 from operator import itemgetter
 
@@ -42,6 +46,7 @@ from gateway.config.site import SiteConfig
 from gateway.model import Batch, Quality, Sample, Value
 from gateway.status_codes import status_name
 from gateway.values import array_json, finite
+from gateway.watch import ValueMaps, state_word
 
 _QUALITY = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
 _isfinite = math.isfinite
@@ -105,8 +110,10 @@ class TimestampFormatter:
 class Encoder:
     """Turns batches into ``(topic, payload)`` pairs for one sink's layout and topic template."""
 
-    def __init__(self, template: str, site: SiteConfig, *, layout: str, units: bool) -> None:
+    def __init__(self, template: str, site: SiteConfig, *, layout: str, units: bool,
+                 value_maps: Mapping[str, ValueMaps] | None = None) -> None:
         self.layout = layout
+        self._maps = value_maps if value_maps is not None else {}
         self.units = units
         self._template = template
         self._site = {"enterprise": site.enterprise, "site": site.site, "area": site.area, "line": site.line}
@@ -153,8 +160,11 @@ class Encoder:
     def _per_tag(self, batch: Batch, out: list[tuple[str, bytes]]) -> None:
         topic, fmt, source = self.topic, self._ts, batch.source
         units = self.units
+        maps = self._maps.get(source)
         for s in batch.samples:
             unit = f',"unit":{json.dumps(s.unit)}' if units and s.unit is not None else ""
+            if maps and (m := maps.get((s[0], s[1]))) is not None and (word := state_word(m, s[2])) is not None:
+                unit += f',"state":{json.dumps(word)}'
             if s[4] or s[8]:  # a status code, or the server timestamp: rare, so looked at only then
                 unit += f',"status":"{status_name(s[4])}"' if s[4] else ""
                 unit += f',"server_ts":"{self._server_ts(s[8])}"' if s[8] else ""
@@ -193,16 +203,20 @@ class Encoder:
                     break
                 last[device] = ts
         payload = self._device_payload
+        maps = self._maps.get(source)
         for (device, ts), group in items:
             t = self._device_parts(source, device)[0]
+            words = _words(maps, group) if maps else None
             if len(group) > 1 and len(set(map(_tag, group))) < len(group):
-                out.extend([(t, payload(source, device, ts, part)) for part in _split_repeats(group)])
+                out.extend([(t, payload(source, device, ts, part, _words(maps, part) if words else None))
+                            for part in _split_repeats(group)])
             else:
-                out.append((t, payload(source, device, ts, group)))
+                out.append((t, payload(source, device, ts, group, words)))
 
-    def _device_payload(self, source: str, device: str, ts: int, group: list[Sample]) -> bytes:
+    def _device_payload(self, source: str, device: str, ts: int, group: list[Sample],
+                        words: dict[str, str] | None = None) -> bytes:
         if len(group) < SMALL_GROUP:
-            return self._small_device_payload(self._device_parts(source, device)[1], ts, group)
+            return self._small_device_payload(self._device_parts(source, device)[1], ts, group, words)
         # Per sample only C runs here (map, zip, dict, the json encoder's loop); Python works per message.
         tags = list(map(_tag, group))
         values = dict(zip(tags, map(_value, group), strict=True))
@@ -219,13 +233,16 @@ class Encoder:
             doc["status"] = {s[1]: status_name(s[4]) for s in group if s[4]}
         if any(map(_server, group)):
             doc["server_ts"] = {s[1]: self._server_ts(s[8]) for s in group if s[8]}
+        if words:
+            doc["states"] = words
         try:
             return _encode(doc).encode()
         except ValueError:  # NaN or inf somewhere: rare, so only then look at every value
             doc["values"] = {t: finite(v) for t, v in values.items()}
             return _encode(doc).encode()
 
-    def _small_device_payload(self, header: str, ts: int, group: list[Sample]) -> bytes:
+    def _small_device_payload(self, header: str, ts: int, group: list[Sample],
+                              words: dict[str, str] | None = None) -> bytes:
         keys, key = self._keys.get, self._key  # a JSON string is never empty: `or` only on a miss
         values = ",".join([f"{keys(s[1]) or key(s[1])}:{json_value(s[2])}" for s in group])
         bad = ",".join([f'{keys(s[1]) or key(s[1])}:"{_QUALITY[s[3]]}"' for s in group if s[3]])
@@ -240,7 +257,21 @@ class Encoder:
         if any(map(_server, group)):
             u = ",".join([f'{keys(s[1]) or key(s[1])}:"{self._server_ts(s[8])}"' for s in group if s[8]])
             units += f',"server_ts":{{{u}}}'
+        if words:
+            units += f',"states":{_encode(words)}'
         return f'{{"ts":"{self._ts(ts)}",{header},"values":{{{values}}},"quality":{{{bad}}}{units}}}'.encode()
+
+
+def _words(maps: ValueMaps | None, group: list[Sample]) -> dict[str, str] | None:
+    """tag -> its value's word, for the tags of ``group`` that have one (None when none has)."""
+    if not maps:
+        return None
+    out = {}
+    for s in group:
+        m = maps.get((s[0], s[1]))
+        if m is not None and (word := state_word(m, s[2])) is not None:
+            out[s[1]] = word
+    return out or None
 
 
 def _first(pair: tuple[str, int]) -> str:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 def _build(name: str, config: MqttSinkConfig, ctx: BuildContext) -> Sink:
     from connectors.mqtt.sink import MqttSink
 
-    sink = MqttSink(name, config, ctx.site, log=ctx.log.bind(sink=name))
+    sink = MqttSink(name, config, ctx.site, log=ctx.log.bind(sink=name), value_maps=ctx.value_maps)
     if config.commands.enabled:
         from connectors.mqtt.commands import CommandHandler
 

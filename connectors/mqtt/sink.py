@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -13,6 +13,7 @@ from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.payloads import Encoder
 from gateway.config.site import SiteConfig
 from gateway.model import Batch
+from gateway.watch import ValueMaps
 
 LOOP_WINDOW = 300.0
 LOOP_LOSSES = 3
@@ -31,6 +32,7 @@ class MqttSink:
         site: SiteConfig,
         *,
         log: structlog.stdlib.BoundLogger,
+        value_maps: Mapping[str, ValueMaps] | None = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -38,7 +40,8 @@ class MqttSink:
         self.log = log
         self.client_id = config.client_id or f"edge-gateway-{site.site}-{name}"
         self.status_topic = config.status_topic.format(**site_fields(site), source="", device="", tag="")
-        self.encoder = Encoder(config.topic_template(), site, layout=config.layout, units=config.units)
+        self.encoder = Encoder(config.topic_template(), site, layout=config.layout, units=config.units,
+                               value_maps=value_maps)
         self.link: MqttLink | None = None
         self.commands: CommandHandlerLike | None = None
 

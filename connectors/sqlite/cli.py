@@ -20,6 +20,7 @@ from gateway.status_codes import status_name
 if TYPE_CHECKING:
     from connectors.sqlite.query import PointRow, SeriesRow
     from gateway.config.base import SinkConfigBase
+    from gateway.watch import ValueMaps
 
 PROG = "edge-gateway query"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -93,7 +94,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--last must be at least 1, not {args.last}")
     if args.series and (args.since is not None or args.until is not None or args.last is not None):
         raise UsageError("--series lists whole series; it does not take --since, --until or --last")
-    db = resolve_db(args)
+    db, maps = resolve_db(args)
 
     if args.series:
         series = list_series(db, device=args.device, tag=args.tag, source=args.source)
@@ -113,7 +114,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if not points:
         print(f"{PROG}: {_nothing(args)} in {db}", file=sys.stderr)
         return 1
-    _print_points(points, args.format, out)
+    _print_points(points, args.format, out, maps)
     return 0
 
 
@@ -123,14 +124,17 @@ def _nothing(args: argparse.Namespace) -> str:
     return f"no {what} match the filters" if filtered else f"the store is empty: no {what}"
 
 
-def resolve_db(args: argparse.Namespace) -> str:
+def resolve_db(args: argparse.Namespace) -> tuple[str, dict[str, ValueMaps]]:
+    """The store file, and the words of the config's value maps (none with ``--db``: no config read)."""
     if args.db is not None:
         if args.config is not None or args.sink is not None:
             raise UsageError("--db names the store file itself; drop -c/--sink")
-        return str(args.db)
+        return str(args.db), {}
     from gateway.config.loader import load_config
+    from gateway.watch import value_maps
 
-    return store_path(load_config(args.config), args.sink)
+    cfg = load_config(args.config)
+    return store_path(cfg, args.sink), {name: value_maps(scfg.iter_tags()) for name, scfg in cfg.sources.items()}
 
 
 def store_path(config: _StoreConfigs, sink: str | None) -> str:
@@ -169,20 +173,33 @@ def _quality(point: PointRow) -> str:
     return f"{point.quality.label} ({status_name(point.status)})" if point.status else point.quality.label
 
 
-def _print_points(points: Sequence[PointRow], fmt: str, out: TextIO) -> None:
+def _word(maps: Mapping[str, ValueMaps], p: PointRow) -> str:
+    from gateway.watch import state_word
+
+    m = maps.get(p.source, {}).get((p.device, p.tag))
+    return (state_word(m, p.value) or "") if m is not None else ""
+
+
+def _print_points(points: Sequence[PointRow], fmt: str, out: TextIO,
+                  maps: Mapping[str, ValueMaps] | None = None) -> None:
+    maps = maps or {}
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(("time", "source", "device", "tag", "value", "unit", "quality", "status", "status_name",
-                         "server_time"))
+                         "server_time", "state"))
         for p in points:
             writer.writerow(
                 (format_time(p.ts_ns), p.source, p.device, p.tag, format_value(p.value, table=False), p.unit or "",
-                 p.quality.label, p.status, status_name(p.status), format_time(p.server_ts) if p.server_ts else "")
+                 p.quality.label, p.status, status_name(p.status), format_time(p.server_ts) if p.server_ts else "",
+                 _word(maps, p))
             )
         return
     header = ["TIME", "SOURCE", "DEVICE", "TAG", "VALUE", "UNIT", "QUALITY"]
-    rows = [[format_time(p.ts_ns), p.source, p.device, p.tag, format_value(p.value, table=True), p.unit or "-",
-             _quality(p)] for p in points]
+    rows = []
+    for p in points:
+        word = _word(maps, p)
+        value = format_value(p.value, table=True) + (f" ({word})" if word else "")
+        rows.append([format_time(p.ts_ns), p.source, p.device, p.tag, value, p.unit or "-", _quality(p)])
     if any(p.server_ts for p in points):  # OPC-UA tags that carry the server timestamp
         header.append("SERVER TIME")
         for row, p in zip(rows, points, strict=True):

@@ -239,3 +239,23 @@ def test_a_timestamp_no_clock_can_show_never_breaks_a_message() -> None:
     fmt = TimestampFormatter()
     for insane in (-11_644_473_600 * 10**9, 10**21, -1):
         assert fmt(insane).startswith(time.strftime("%Y-", time.gmtime()))
+
+
+def test_state_words_ride_along_in_both_layouts_for_tags_that_have_them() -> None:
+    maps = {"plc": {("m1", "state"): {1: "running", 4: "fault"}, ("m1", "code.alarm"): {0: "cleared", 3: "high"}}}
+    small = [Sample("m1", "state", 4, Quality.GOOD, 0, TS, TS), Sample("m1", "temp", 4.0, Quality.GOOD, 0, TS, TS),
+             Sample("m1", "code.alarm", 3, Quality.GOOD, 0, TS, TS)]
+    big = small + [Sample("m1", f"x{i}", float(i), Quality.GOOD, 0, TS, TS) for i in range(payloads.SMALL_GROUP)]
+    for group in (small, big):  # hand-built and json-encoded messages say the same
+        (_, payload), = Encoder("{device}", SITE, layout="device", units=False, value_maps=maps).encode(
+            [Batch("plc", group)])
+        doc = json.loads(payload)
+        assert doc["states"] == {"state": "fault", "code.alarm": "high"}  # temp 4.0 has no map: no word
+        assert doc["values"]["state"] == 4
+    unknown = [Sample("m1", "state", 9, Quality.GOOD, 0, TS, TS), Sample("m2", "state", 1, Quality.GOOD, 0, TS, TS)]
+    docs = [json.loads(p) for _, p in Encoder("{device}", SITE, layout="device", units=False, value_maps=maps)
+            .encode([Batch("plc", unknown)])]
+    assert all("states" not in d for d in docs)  # no word for 9; m2's state has no map
+    per_tag = Encoder("{device}/{tag}", SITE, layout="tag", units=False, value_maps=maps).encode(
+        [Batch("plc", small), Batch("other", small[:1])])
+    assert [json.loads(p).get("state") for _, p in per_tag] == ["fault", None, "high", None]

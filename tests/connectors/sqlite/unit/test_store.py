@@ -659,11 +659,12 @@ def test_cli_csv_output_with_filters(cli_db: Path, capsys: pytest.CaptureFixture
     assert QUERY_COMMAND.run(parse("--db", str(cli_db), "--format", "csv", "--device", "filler")) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows == [
-        ["time", "source", "device", "tag", "value", "unit", "quality", "status", "status_name", "server_time"],
-        ["2024-05-01T06:00:00.250Z", "line1", "filler", "temperature", "60.25", "degC", "good", "0", "Good", ""],
-        ["2024-05-01T06:00:01.000Z", "line1", "filler", "bottles", "1200", "", "uncertain", "0", "Good", ""],
+        ["time", "source", "device", "tag", "value", "unit", "quality", "status", "status_name", "server_time",
+         "state"],
+        ["2024-05-01T06:00:00.250Z", "line1", "filler", "temperature", "60.25", "degC", "good", "0", "Good", "", ""],
+        ["2024-05-01T06:00:01.000Z", "line1", "filler", "bottles", "1200", "", "uncertain", "0", "Good", "", ""],
         ["2024-05-01T06:00:02.000Z", "line2", "filler", "temperature", "", "degC", "bad", str(0x80350000),
-         "BadAttributeIdInvalid", ""],
+         "BadAttributeIdInvalid", "", ""],
     ]
 
 
@@ -764,6 +765,33 @@ def test_cli_reads_the_store_the_config_names(cli_db: Path, capsys: pytest.Captu
     assert "no sink 'nope'" in capsys.readouterr().err
 
 
+def test_query_shows_the_word_of_a_value_map_from_the_config(cli_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample = yaml.safe_load((REPO / "connectors" / "sqlite" / "sample.yaml").read_text())
+    config = cli_db.parent / "gateway.yaml"
+    tags = [{"name": "running", "signal": "constant", "value": 1, "states": {0: "stopped", 1: "running"}},
+            {"name": "bottles", "signal": "constant", "value": 1, "states": {1200: "full crate"}}]
+    config.write_text(yaml.safe_dump({
+        "data_dir": str(cli_db.parent),
+        "sources": {"line1": {"type": "synthetic", "devices": {"capper": {"tags": tags[:1]},
+                                                                "filler": {"tags": tags[1:]}}}},
+        "sinks": {"local_store": sample},
+    }))
+    assert QUERY_COMMAND.run(parse("-c", str(config), "--source", "line1")) == 0
+    # a bool maps like 0/1; a tag without a map prints as before
+    assert capsys.readouterr().out.splitlines() == [
+        "TIME                      SOURCE  DEVICE  TAG          VALUE              UNIT  QUALITY",
+        "2024-05-01T06:00:00.250Z  line1   filler  temperature  60.25              degC  good",
+        "2024-05-01T06:00:00.500Z  line1   capper  running      true (running)     -     good",
+        "2024-05-01T06:00:01.000Z  line1   filler  bottles      1200 (full crate)  -     uncertain",
+        "2024-05-01T06:00:03.000Z  line1   capper  running      false (stopped)    -     good",
+    ]
+    assert QUERY_COMMAND.run(parse("-c", str(config), "--source", "line1", "--format", "csv")) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert [(r[3], r[4], r[10]) for r in rows[1:]] == [
+        ("temperature", "60.25", ""), ("running", "true", "running"), ("bottles", "1200", "full crate"),
+        ("running", "false", "stopped")]
+
+
 @dataclass
 class _Config:
     data_dir: str = "/data"
@@ -808,9 +836,9 @@ def test_query_through_the_real_cli(cli_db: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "time,source,device,tag,value,unit,quality,status,status_name,server_time",
-        "2024-05-01T06:00:00.500Z,line1,capper,running,true,,good,0,Good,",
-        "2024-05-01T06:00:03.000Z,line1,capper,running,false,,good,0,Good,",
+        "time,source,device,tag,value,unit,quality,status,status_name,server_time,state",
+        "2024-05-01T06:00:00.500Z,line1,capper,running,true,,good,0,Good,,",
+        "2024-05-01T06:00:03.000Z,line1,capper,running,false,,good,0,Good,,",
     ]
     bad = subprocess.run(
         [sys.executable, "-m", "gateway.cli.main", "query", "--db", str(cli_db), "--since", "whenever"],

@@ -10,6 +10,8 @@ when asked; a plug-in cannot "forget a gauge" and show as healthy.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,14 +20,22 @@ from prometheus_client.registry import Collector
 NS = "edgegw"
 
 
+RECENT_WINDOW = 300.0
+"""Seconds of the "recent errors" count the status page shows beside the count since start."""
+
+
 class DeviceHealth:
     """One device as its source sees it."""
 
-    __slots__ = ("connected", "errors", "last_error", "last_good_ns", "reason")
+    __slots__ = ("_recent", "connected", "errors", "last_error", "last_good_ns", "link", "reason", "reply_s",
+                 "slow_after")
 
     def __init__(self) -> None:
         self.connected: bool | None = None
         """The link to the device is up and it answers (None: the source has no link, e.g. synthetic)."""
+        self.link: bool | None = None
+        """The transport (TCP connection, serial port, session) is up, answering or not (None: not reported:
+        then ``connected`` says both)."""
         self.last_good_ns = 0
         """Wall time of the last good read, ns (0: none yet)."""
         self.last_error = ""
@@ -34,6 +44,12 @@ class DeviceHealth:
         """Why the device is down or failing, in a few words an operator can act on ('' while fine)."""
         self.errors: dict[str, int] = {}
         """Failed reads since start, by code."""
+        self.reply_s: float | None = None
+        """How long the last answered request took, s (None: not measured by this source)."""
+        self.slow_after: float | None = None
+        """Replies slower than this make the device "slow" on the status page (None: never)."""
+        self._recent: deque[tuple[int, str, int]] = deque(maxlen=1024)
+        """(monotonic second, code, count) of the failures, merged per second, for the recent window."""
 
     def up(self) -> None:
         self.connected = True
@@ -52,6 +68,21 @@ class DeviceHealth:
         self.last_error = code
         if reason:
             self.reason = reason
+        sec = int(time.monotonic())
+        recent = self._recent
+        if recent and recent[-1][0] == sec and recent[-1][1] == code:
+            recent[-1] = (sec, code, recent[-1][2] + n)
+        else:
+            recent.append((sec, code, n))
+
+    def recent_errors(self, window: float = RECENT_WINDOW) -> dict[str, int]:
+        """Failed reads in the last ``window`` seconds, by code (approximate beyond 1,024 distinct seconds)."""
+        since = time.monotonic() - window
+        out: dict[str, int] = {}
+        for sec, code, n in self._recent:
+            if sec >= since:
+                out[code] = out.get(code, 0) + n
+        return out
 
 
 class SourceHealth:

@@ -17,7 +17,13 @@ from typing import Any
 from gateway.live import LiveTags, TagView
 from gateway.metrics import Metrics
 from gateway.model import Quality, Sample, Value
-from gateway.status_codes import status_name
+from gateway.status_codes import (
+    BAD_COMMUNICATION_ERROR,
+    BAD_DECODING_ERROR,
+    BAD_NOT_CONNECTED,
+    BAD_TIMEOUT,
+    status_name,
+)
 from gateway.values import finite
 from gateway.watch import ActiveAlarm
 
@@ -48,6 +54,17 @@ def iso(ns: int) -> str:
 
 def _ago(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+PROBLEM_STATES = frozenset({"down", "link_down", "timeout", "exception", "bad"})
+"""Device states that make ``/health`` unhealthy; ``slow`` and ``partial`` are shown, not alarmed."""
+_LINK_CODES = frozenset({BAD_TIMEOUT, BAD_NOT_CONNECTED, BAD_COMMUNICATION_ERROR, BAD_DECODING_ERROR})
+
+
+def _device_answer(status: int) -> bool:
+    """A BAD status the device itself answered (a Modbus exception, an OPC-UA server's Bad code), not one
+    the gateway set for the link."""
+    return status not in _LINK_CODES and status != 0
 
 
 class StatusBoard:
@@ -93,17 +110,27 @@ class StatusBoard:
                 bad = sum(1 for s in last if s.quality is Quality.BAD)
                 newest = max((s.gateway_ts for s in last), default=0)
                 dev = health.devices.get(device) if health is not None else None
+                slow = (dev is not None and dev.reply_s is not None and dev.slow_after is not None
+                        and dev.reply_s > dev.slow_after)
                 if not source_up:
                     state, reason = "down", "source restarting after a failure"
-                elif dev is not None and dev.connected is False:
-                    state, reason = "down", dev.reason or "not connected"
+                elif dev is not None and (dev.link is False or (dev.link is None and dev.connected is False)):
+                    state, reason = "link_down", dev.reason or "not connected"
+                elif dev is not None and dev.connected is False:  # the link is up, the device does not answer
+                    state, reason = "timeout", dev.reason or "not answering"
                 elif not last:
                     state, reason = ("starting", "no data yet") if starting else ("down", "no data")
                 elif bad == len(last):
-                    codes = sorted({status_name(s.status) for s in last})
-                    state, reason = "bad", f"all tags BAD ({', '.join(codes)})"
+                    codes = {s.status for s in last}
+                    code_names = ", ".join(sorted(status_name(c) for c in codes))
+                    state = "exception" if all(_device_answer(c) for c in codes) else "bad"
+                    reason = f"all tags BAD ({code_names})"
+                elif slow:
+                    assert dev is not None and dev.reply_s is not None
+                    state, reason = "slow", f"replies take {dev.reply_s:.2g} s (slow above {dev.slow_after:g} s)"
                 elif bad:
-                    state, reason = "partial", f"{bad} of {len(last)} tags BAD"
+                    code_names = ", ".join(sorted({status_name(s.status) for s in last if s.quality is Quality.BAD}))
+                    state, reason = "partial", f"{bad} of {len(last)} tags BAD ({code_names})"
                 else:
                     state, reason = "ok", ""
                 out.append({
@@ -111,6 +138,8 @@ class StatusBoard:
                     "tags": len(last), "bad_tags": bad,
                     "last_data_age_s": round((now_ns - newest) / 1e9, 3) if newest else None,
                     "errors": dict(dev.errors) if dev is not None else {},
+                    "errors_recent": dev.recent_errors() if dev is not None else {},
+                    "reply_ms": round(dev.reply_s * 1000, 1) if dev is not None and dev.reply_s is not None else None,
                     "last_error": dev.last_error if dev is not None and dev.last_error else None,
                     "last_good_read": iso(dev.last_good_ns) if dev is not None and dev.last_good_ns else None,
                 })
@@ -161,7 +190,7 @@ class StatusBoard:
 
     def _problems(self, devices: list[dict[str, Any]], sinks: list[dict[str, Any]]) -> list[str]:
         problems = [f"device {d['source']}.{d['device']}: {d['reason']}" for d in devices
-                    if d["state"] in ("down", "bad")]
+                    if d["state"] in PROBLEM_STATES]
         for source, health in sorted(self.metrics.health.sources.items()):
             problems += [f"source {source}: {r}" for r in health.problems]
         for s in sinks:

@@ -88,9 +88,9 @@ async def test_status_page_live_values_red_device_and_10k_tags(
         first = await eventually(lambda: browser.js(TAG_VALUE, "filler_plc.filler.speed"))
         await eventually(lambda: browser.js(TAG_VALUE, "filler_plc.filler.speed") not in (None, first))
 
-        # The capper's simulator stops: its row turns red (state-down), the filler stays green.
+        # The capper's simulator stops: its row turns red (state-link_down), the filler stays green.
         await sims["capper"].stop()
-        states = await eventually(lambda: dict(browser.js(DEVICE_STATES)).get("capper_plc.capper") == "state-down"
+        states = await eventually(lambda: dict(browser.js(DEVICE_STATES)).get("capper_plc.capper") == "state-link_down"
                                   and dict(browser.js(DEVICE_STATES)))
         assert states["filler_plc.filler"] == "state-ok"
         assert browser.js("return getComputedStyle(document.querySelector(\"tr[data-device='capper_plc.capper']\"))"

@@ -10,13 +10,18 @@ from typing import Any, Literal
 import pytest
 import yaml
 
+from gateway import health as health_module
 from gateway import plugins
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.config.loader import load_config
-from gateway.health import HealthRegistry, SourceHealth
+from gateway.health import DeviceHealth, HealthRegistry, SourceHealth
+from gateway.live import LiveTags
 from gateway.metrics import Metrics
+from gateway.model import Quality, Sample
 from gateway.plugins import PluginError, SinkPlugin, SourcePlugin
 from gateway.runtime import Runtime
+from gateway.status import StatusBoard
+from gateway.status_codes import BAD_TIMEOUT
 from tests.fakes import CrashingSource, ToggleSource
 from tests.gateways import StartGateway, gateways
 from tests.waiting import until
@@ -84,10 +89,10 @@ async def test_the_status_board_shows_what_the_source_reports(
     assert await until(states) == {"m1": ("ok", ""), "m2": ("ok", "")}
     source.health.devices["m2"].failed("BadUserAccessDenied")
     ToggleSource.down = {"m2"}
-    await until(lambda: runtime.board.devices()[1]["state"] == "down")
+    await until(lambda: runtime.board.devices()[1]["state"] == "link_down")
     m2 = runtime.board.devices()[1]
-    assert (m2["reason"], m2["errors"], m2["last_error"]) == (
-        "not connected", {"BadUserAccessDenied": 1}, "BadUserAccessDenied")
+    assert (m2["reason"], m2["errors"], m2["errors_recent"], m2["last_error"]) == (
+        "not connected", {"BadUserAccessDenied": 1}, {"BadUserAccessDenied": 1}, "BadUserAccessDenied")
     ok, body = runtime.board.health()
     assert not ok and body["problems"] == ["device line.m2: not connected"]
     source.health.problems.append("certificate expires in 3 days")
@@ -152,3 +157,59 @@ async def test_sources_are_closed_when_stopped_replaced_or_removed(tmp_path: Pat
         a2 = runtime.sources["a"]
         assert isinstance(a2, CrashingSource) and a2 is not a
     assert a2.closed == 1  # and the one running at shutdown
+
+
+def board_of(samples: list[Sample], health: DeviceHealth) -> dict[str, Any]:
+    """The one device's row on a board fed ``samples`` and ``health``."""
+    metrics = Metrics()
+    source = SourceHealth("plc", ["m1"])
+    source.devices["m1"] = health
+    metrics.health.add_source(source)
+    live = LiveTags(0)
+    live.record("plc", samples)
+    board = StatusBoard(lambda: {"plc": ["m1"]}, list, live, metrics, device_grace=0.0)
+    (row,) = board.devices()
+    return row
+
+
+def reading(tag: str, status: int = 0) -> Sample:
+    return Sample("m1", tag, None if status else 1.0, Quality.BAD if status else Quality.GOOD, status, 1, 1)
+
+
+def test_device_states_say_what_happened() -> None:
+    answering = DeviceHealth()
+    answering.up()
+    answering.link = True
+    row = board_of([reading("a"), reading("b")], answering)
+    assert (row["state"], row["reason"], row["reply_ms"]) == ("ok", "", None)
+    answering.slow_after, answering.reply_s = 0.5, 1.25
+    row = board_of([reading("a"), reading("b")], answering)
+    assert (row["state"], row["reason"], row["reply_ms"]) == ("slow", "replies take 1.2 s (slow above 0.5 s)", 1250.0)
+    answering.reply_s = 0.2
+    row = board_of([reading("a", 2), reading("b", 4)], answering)  # the device answered exceptions only
+    assert (row["state"], row["reason"]) == ("exception", "all tags BAD (IllegalDataAddress, ServerDeviceFailure)")
+    row = board_of([reading("a", 2), reading("b")], answering)
+    assert (row["state"], row["reason"]) == ("partial", "1 of 2 tags BAD (IllegalDataAddress)")
+    silent = DeviceHealth()
+    silent.link = True
+    silent.down("not answering (BadTimeout)")
+    silent.failed("BadTimeout", 3)
+    row = board_of([reading("a", BAD_TIMEOUT)], silent)
+    assert (row["state"], row["reason"], row["errors_recent"]) == ("timeout", "not answering (BadTimeout)",
+                                                                   {"BadTimeout": 3})
+    silent.link = False
+    assert board_of([reading("a", BAD_TIMEOUT)], silent)["state"] == "link_down"
+
+
+def test_recent_errors_forget_what_is_older_than_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(health_module.time, "monotonic", lambda: now[0])
+    h = DeviceHealth()
+    h.failed("BadTimeout")
+    h.failed("BadTimeout", 2)  # the same second: merged
+    now[0] = 1200.0
+    h.failed("IllegalDataAddress")
+    assert h.recent_errors() == {"BadTimeout": 3, "IllegalDataAddress": 1}
+    now[0] = 1301.0
+    assert h.recent_errors() == {"IllegalDataAddress": 1}
+    assert h.errors == {"BadTimeout": 3, "IllegalDataAddress": 1}  # since start: kept

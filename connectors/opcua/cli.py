@@ -5,7 +5,7 @@
 stops after ``--max-nodes`` nodes (``--depth`` limits the levels too, if given). It leaves out the
 Server object (diagnostics, which some servers crash on when read in bulk) unless ``--include-server``.
 Values print cut to one short line. When the connection drops mid-walk, what was walked so far is still
-printed (or drafted) and the command says where it stopped. ``--emit-config`` drafts a source config:
+printed (or drafted) and the command says where it stopped. ``--emit-config`` drafts a whole config:
 ``nsu=`` NodeIds (the namespace URI survives a server that renumbers its namespaces), snake_case names
 from the browse path, and ``writable: false`` on every tag: the integrator opts in per tag.
 
@@ -154,10 +154,12 @@ async def _browse(args: argparse.Namespace, out: Any) -> int:
         if args.emit_config:
             import yaml
 
-            cfg = {"type": "opcua", "devices": {args.device: {"endpoint": args.url, "tags": walk.tags}}}
-            out.write("# Draft OPC-UA source config from `edge-gateway browse --emit-config`: review names and\n"
-                      "# units, set `writable: true` only where writes are intended, then put it under\n"
-                      "# `sources.<name>:` of the gateway config.\n")
+            # a whole config, like scan's: `validate` and `run` take it as it is
+            cfg = {"sources": {"browsed": {"type": "opcua", "devices": {
+                args.device: {"endpoint": args.url, "tags": walk.tags}}}},
+                "sinks": {"local_store": {"type": "sqlite"}}}
+            out.write("# drafted by edge-gateway browse: review names and units, set `writable: true` only\n"
+                      "# where writes are intended; add uplinks under `sinks:`.\n")
             out.write(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True, width=200))
         return code
     finally:

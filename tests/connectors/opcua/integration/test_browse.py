@@ -37,7 +37,9 @@ def test_browse_prints_the_tree_and_drafts_config(tmp_path: Path) -> None:
 
         draft = browse(sim.url, "--node", f"nsu={NS};s=filler", "--emit-config", "--device", "filler")
         assert draft.returncode == 0, draft.stderr
-        cfg = OpcUaSourceConfig.model_validate(yaml.safe_load(draft.stdout))
+        whole = yaml.safe_load(draft.stdout)
+        assert whole["sinks"] == {"local_store": {"type": "sqlite"}}  # a whole config, as scan drafts one
+        cfg = OpcUaSourceConfig.model_validate(whole["sources"]["browsed"])
         tags = {t.name: t for t in cfg.devices["filler"].tags}
         assert set(tags) == {"temp", "speed", "recipe_text"}  # names a person would write
         assert tags["temp"].node == f"nsu={NS};s=filler.Temp" and tags["temp"].unit == "degC"

@@ -1,5 +1,6 @@
-"""The status page in headless Chromium: live values change, a device whose simulator stops turns red, and the
-tag table stays usable with 10,000 tags (filter, paging). A screenshot is kept in test-artifacts/."""
+"""The status page in headless Chromium: live values change, a device whose simulator stops turns red, the
+tag table stays usable with 10,000 tags (filter, paging); an alarm appears on top and clears, a frozen value
+is flagged, values show their state words. Screenshots are kept in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -102,3 +103,57 @@ async def test_status_page_live_values_red_device_and_10k_tags(
         stop.set()
         await asyncio.wait_for(task, 5)
         await sims["filler"].stop()
+
+
+ALARM_ROWS = ("return [...document.querySelectorAll('#alarms tbody tr')].map(r => [r.dataset.alarm, "
+              "r.querySelector('td.severity').textContent, r.cells[3].textContent])")
+TAG_CELLS = ("const r = document.querySelector(`#tags tr[data-tag='${arguments[0]}']`); "
+             "return r && [r.querySelector('td.value').textContent, r.querySelector('td.quality').textContent]")
+
+
+@pytest.mark.timeout(120)
+async def test_alarm_appears_and_clears_a_frozen_value_and_state_words(
+    tmp_path: Path, fake_plugins: None, browser: Browser
+) -> None:
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "data_dir": str(tmp_path / "data"), "http": {"port": 0, "device_grace": "0s"},
+        "sources": {"line": {"type": "synthetic", "interval": "200ms", "devices": {"oven": {"tags": [
+            {"name": "temp", "signal": "constant", "value": 50.0, "writable": True, "unit": "degC",
+             "alarm": [{"above": 80, "severity": "critical", "message": "oven overheating"}]},
+            {"name": "state", "signal": "constant", "value": 1, "writable": True,
+             "states": {1: "running", 4: "fault"}, "stale_after": "1s"},
+        ]}}}},
+        "sinks": {"rec": {"type": "recording"}},
+    }))
+    runtime = Runtime(load_config(cfg))
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    try:
+        await asyncio.wait_for(runtime.started.wait(), 10)
+        assert runtime.http is not None
+        await asyncio.to_thread(browser.open, f"http://127.0.0.1:{runtime.http.port}/")
+        # a value with its word; the same value for over a second: frozen, shown on its row
+        cells = await eventually(lambda: (c := browser.js(TAG_CELLS, "line.oven.state")) and "frozen" in c[1] and c)
+        assert cells[0] == "1 running" and cells[1].startswith("uncertain (UncertainLastUsableValue)")
+        assert browser.js("return document.getElementById('no-alarms').hidden") is False
+
+        await runtime.write_tag("line", "oven", "temp", 90.0)
+        rows = await eventually(lambda: browser.js(ALARM_ROWS))
+        assert rows == [["line.oven.temp", "critical", "oven overheating"]]
+        assert browser.js("return document.getElementById('alarm-count').textContent") == "1 active alarm"
+        assert browser.js("return getComputedStyle(document.querySelector('#alarms tbody tr')).backgroundColor") \
+            == "rgb(255, 235, 233)"
+        await runtime.write_tag("line", "oven", "state", 4)  # a new value: no longer frozen, its word follows
+        cells = await eventually(lambda: (c := browser.js(TAG_CELLS, "line.oven.state")) and c[0] == "4 fault" and c)
+        assert "frozen" not in cells[1] and cells[1] == "good"
+        await asyncio.to_thread(browser.screenshot, ARTIFACTS / "status-page-alarm.png")
+        assert (ARTIFACTS / "status-page-alarm.png").stat().st_size > 10_000
+
+        await runtime.write_tag("line", "oven", "temp", 60.0)
+        await eventually(lambda: browser.js("return document.getElementById('no-alarms').hidden") is False)
+        assert browser.js(ALARM_ROWS) == []
+        assert browser.js("return document.getElementById('alarm-count').textContent") == "no alarms"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

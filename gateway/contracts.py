@@ -9,6 +9,7 @@ from gateway.model import Batch, Sample, Value
 
 if TYPE_CHECKING:
     from gateway.health import SourceHealth
+    from gateway.history import History
     from gateway.writes import WriteKind
 
 Emit = Callable[[Batch], Awaitable[None]]
@@ -108,3 +109,12 @@ class UplinkProbe(Protocol):
     """
 
     async def wait_uplink(self, timeout: float) -> bool: ...
+
+
+@runtime_checkable
+class HistorySource(Protocol):
+    """Optional for sinks that keep what they write (the embedded store): a tag's history in time buckets,
+    for the status page's chart (``gateway.history``). None when the sink has no such tag."""
+
+    async def history(self, source: str, device: str, tag: str, since_ns: int, until_ns: int,
+                      max_buckets: int) -> History | None: ...

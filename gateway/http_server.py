@@ -35,10 +35,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config.site import HttpConfig
 from gateway.errors import HttpPortTaken
+from gateway.history import MAX_BUCKETS, RANGES, History, render_svg
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.redact import redact
-from gateway.status import StatusBoard
+from gateway.status import StatusBoard, iso
+from gateway.values import finite
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LINE = 8 * 1024
@@ -146,7 +148,7 @@ class HttpEndpoint:
         self.routes: dict[str, Handler] = {"/metrics": self._metrics}
         if board is not None:
             self.routes |= {"/health": self._health, "/api/tags": self._tags, "/api/status": self._status,
-                            "/": self._page}
+                            "/api/history": self._history, "/api/history.svg": self._history_svg, "/": self._page}
         self._auth: bytes | None = None
         if config.username is not None and config.password is not None:
             token = f"{config.username}:{config.password.get_secret_value()}".encode()
@@ -209,6 +211,52 @@ class HttpEndpoint:
             history=query.get("history", "0") in ("1", "true"),
         )
         return _json(200, body)
+
+    async def _history(self, request: web.Request) -> web.Response:
+        found = await self._read_history(request)
+        if isinstance(found, web.Response):
+            return found
+        return _json(200, {
+            "source": found.source, "device": found.device, "tag": found.tag, "unit": found.unit,
+            "since": iso(found.since_ns), "until": iso(found.until_ns), "bucket_s": found.width_ns / 1e9,
+            "numeric": found.numeric,
+            # [start ms, mean, min, max, worst quality, points]
+            "buckets": [[b.start_ns // 1_000_000, finite(b.mean), finite(b.low), finite(b.high), b.quality.label,
+                         b.count] for b in found.buckets],
+        })
+
+    async def _history_svg(self, request: web.Request) -> web.Response:
+        found = await self._read_history(request)
+        if isinstance(found, web.Response):
+            return found
+        return _answer(200, "image/svg+xml; charset=utf-8", render_svg(found).encode())
+
+    async def _read_history(self, request: web.Request) -> History | web.Response:
+        """The history a request asks for: ``source``, ``device``, ``tag`` and ``range`` (15m, 1h, 24h) or
+        ``since``/``until`` (ms since the epoch: a zoom); or the error answer."""
+        assert self.board is not None
+        q = request.query
+        source, device, tag = q.get("source", ""), q.get("device", ""), q.get("tag", "")
+        if not (source and device and tag):
+            return _json(400, {"error": "source, device and tag are required"})
+        store = self.board.history
+        if store is None:
+            return _json(404, {"error": "no local store configured: add a sqlite sink to keep history"})
+        now_ns = time.time_ns()
+        if "since" in q or "until" in q:
+            since, until = _int(q, "since", None), _int(q, "until", None)
+            if since is None or until is None or not 0 <= since < until or until - since < 1000:
+                return _json(400, {"error": "since and until are ms since the epoch, since < until, 1 s apart"})
+            since_ns, until_ns = since * 1_000_000, until * 1_000_000
+        else:
+            span = RANGES.get(q.get("range", "15m"))
+            if span is None:
+                return _json(400, {"error": f"range is one of {', '.join(RANGES)}"})
+            since_ns, until_ns = now_ns - span * 1_000_000_000, now_ns
+        found = await store.history(source, device, tag, since_ns, until_ns, MAX_BUCKETS)
+        if found is None:
+            return _json(404, {"error": f"no history of {source}.{device}.{tag} in the local store"})
+        return found
 
     async def _page(self, _: web.Request) -> web.Response:
         if self._page_bytes is None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config.base import SEVERITIES, SinkConfigBase, SourceConfigBase
 from gateway.config.loader import GatewayConfig
-from gateway.contracts import Sink, Source, WritableSource
+from gateway.contracts import HistorySource, Sink, Source, WritableSource
 from gateway.deadletters import spool_path as spool_file
 from gateway.delivery import DeliveryLoop, WriteRejections
 from gateway.errors import WriteError
@@ -108,11 +108,16 @@ class Runtime:
                                               self.live)
         self.value_maps[name] = value_maps(scfg.iter_tags())
 
+    def _pick_history(self) -> None:
+        """The status page charts from the first sink that keeps history (the embedded store), if any."""
+        self.board.history = next((s for _, s in sorted(self.sinks.items()) if isinstance(s, HistorySource)), None)
+
     def _build_sink(self, name: str, kcfg: SinkConfigBase) -> None:
         rejections = WriteRejections()  # what the sink refuses inside a write lands in the spool's dead letters
         sink = sink_plugin(kcfg.type).factory(name, kcfg, self._context(rejections))
         _check_contract(sink, "sink", kcfg.type, ("name", "open", "write", "close", "health_problems"))
         self.sinks[name] = sink
+        self._pick_history()
         self.deliveries[name] = DeliveryLoop(
             sink, self.spool, kcfg.sources, self.metrics, max_samples=kcfg.batch_max_samples,
             retry_initial=kcfg.retry_initial, retry_max=kcfg.retry_max, linger=kcfg.linger, rejections=rejections,
@@ -383,6 +388,7 @@ class Runtime:
             for name in sink_changes.removed | sink_changes.changed:
                 await self._stop_component(f"sink:{name}")
                 self.sinks.pop(name, None)
+                self._pick_history()
                 stopped = self.deliveries.pop(name, None)
                 if stopped is not None:  # its count carries on in the one that replaces it
                     self._delivered_before[name] = self._delivered_before.get(name, 0) + stopped.delivered

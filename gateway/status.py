@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.contracts import HistorySource
 from gateway.live import LiveTags, TagView
 from gateway.metrics import Metrics
 from gateway.model import Quality, Sample, Value
@@ -84,6 +85,8 @@ class StatusBoard:
     ) -> None:
         self._annotate = annotate
         self._alarms = alarms
+        self.history: HistorySource | None = None
+        """Where tag histories come from (the embedded store's sink), set by the runtime when it has one."""
         self._devices = devices
         self._sinks = sinks
         self.live = live

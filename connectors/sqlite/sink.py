@@ -25,6 +25,7 @@ from connectors.sqlite.store import (
 )
 from gateway.disk import is_disk_full
 from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.history import History
 from gateway.metrics import NS
 from gateway.model import Batch
 
@@ -140,6 +141,11 @@ class SqliteStoreSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.store.close()
+
+    async def history(self, source: str, device: str, tag: str, since_ns: int, until_ns: int,
+                      max_buckets: int) -> History | None:
+        """What the status page charts (``gateway.contracts.HistorySource``)."""
+        return await self.store.history(source, device, tag, since_ns, until_ns, max_buckets)
 
     async def compact(self) -> int:
         """Move freshly written points into the series-clustered table (normally done automatically)."""

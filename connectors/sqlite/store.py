@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple, TypeVar
 
+from gateway.history import History
 from gateway.model import Batch, Value
 from gateway.threads import WorkerThread
 
@@ -269,6 +270,16 @@ class TimeSeriesStore:
         finally:
             # The close job was the last in the queue; the thread exits as soon as it is done.
             executor.close()
+
+    async def history(self, source: str, device: str, tag: str, since_ns: int, until_ns: int,
+                      max_buckets: int) -> History | None:
+        """A tag's points in time buckets (``connectors.sqlite.history``), read on the store's thread."""
+        from connectors.sqlite.history import read_history
+
+        def read() -> History | None:
+            return read_history(self._require(), source, device, tag, since_ns, until_ns, max_buckets)
+
+        return await self._call(read)
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         if self._executor is None:

@@ -105,6 +105,11 @@ async def test_status_page_live_values_red_device_and_10k_tags(
         await sims["filler"].stop()
 
 
+CHART = ("const svg = document.querySelector('#chart-svg svg'); if (!svg) return null; "
+         "const line = svg.querySelector('polyline.mean'); "
+         "return {title: document.getElementById('chart-title').textContent, "
+         "unit: svg.querySelector('text.unit').textContent, ticks: svg.querySelectorAll('text.v-tick').length, "
+         "points: Number(svg.dataset.points), line_points: line ? line.points.numberOfItems : 0}")
 ALARM_ROWS = ("return [...document.querySelectorAll('#alarms tbody tr')].map(r => [r.dataset.alarm, "
               "r.querySelector('td.severity').textContent, r.cells[3].textContent])")
 TAG_CELLS = ("const r = document.querySelector(`#tags tr[data-tag='${arguments[0]}']`); "
@@ -124,7 +129,7 @@ async def test_alarm_appears_and_clears_a_frozen_value_and_state_words(
             {"name": "state", "signal": "constant", "value": 1, "writable": True,
              "states": {1: "running", 4: "fault"}, "stale_after": "1s"},
         ]}}}},
-        "sinks": {"rec": {"type": "recording"}},
+        "sinks": {"rec": {"type": "recording"}, "store": {"type": "sqlite"}},
     }))
     runtime = Runtime(load_config(cfg))
     stop = asyncio.Event()
@@ -149,6 +154,18 @@ async def test_alarm_appears_and_clears_a_frozen_value_and_state_words(
         assert "frozen" not in cells[1] and cells[1] == "good"
         await asyncio.to_thread(browser.screenshot, ARTIFACTS / "status-page-alarm.png")
         assert (ARTIFACTS / "status-page-alarm.png").stat().st_size > 10_000
+
+        # the temperature's history, drawn from the store: clicking its row opens the chart
+        browser.js("document.querySelector(`#tags tr[data-tag='line.oven.temp']`).click()")
+        drawn = await eventually(lambda: browser.js(CHART))
+        assert drawn["title"] == "line.oven.temp" and drawn["unit"] == "degC" and drawn["ticks"] >= 3
+        assert drawn["points"] >= 10 and drawn["line_points"] >= 2  # 50 then 90: a line across buckets
+        await asyncio.to_thread(browser.screenshot, ARTIFACTS / "status-page-history.png")
+        assert (ARTIFACTS / "status-page-history.png").stat().st_size > 10_000
+        browser.js("document.querySelector(`#chart-panel button[data-range='1h']`).click()")
+        await eventually(lambda: browser.js("return document.querySelector(`#chart-panel button.on`).dataset.range")
+                         == "1h")
+        assert browser.js(CHART)["points"] >= drawn["points"]
 
         await runtime.write_tag("line", "oven", "temp", 60.0)
         await eventually(lambda: browser.js("return document.getElementById('no-alarms').hidden") is False)

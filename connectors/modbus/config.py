@@ -145,6 +145,10 @@ class ModbusSourceConfig(SourceConfigBase):
     port: int = Field(502, ge=1, le=65535)
     serial: SerialSettings | None = Field(None, description="for rtu")
     timeout: Duration = Field(1.0, gt=0, description="per request; a silent unit costs this once per poll")
+    slow_after: Duration | None = Field(
+        None, gt=0, description="replies slower than this show the device as `slow` on the status page (the link "
+        "being up); default half the timeout"
+    )
     inter_frame_delay: Duration = Field(0.0, description="quiet time between requests (RS-485 turnaround)")
     reconnect_initial: Duration = Field(0.5, gt=0)
     reconnect_max: Duration = Field(30.0, gt=0)

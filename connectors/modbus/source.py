@@ -110,6 +110,9 @@ class ModbusSource:
         if metrics is not None:
             metrics.health.add_source(self.health)
         self._devices = {d: _DeviceState(name, d, self.health.device(d), metrics) for d in config.devices}
+        slow = config.slow_after if config.slow_after is not None else config.timeout / 2
+        for state in self._devices.values():
+            state.health.slow_after = slow
         # name -> tag per device, built on a device's first write: writes are rare, and an index of every
         # tag would cost ~140 bytes a tag for nothing
         self._write_index: dict[str, dict[str, ModbusTag]] = {}
@@ -163,6 +166,7 @@ class ModbusSource:
 
     def _set_link(self, up: bool, reason: str | None) -> None:
         for state in self._devices.values():
+            state.health.link = up  # the connection; whether the unit answers on it is `connected`
             if up and not state.silent:
                 state.health.up()
             elif up:
@@ -394,6 +398,8 @@ class ModbusSource:
             self._log.warning("modbus unit not answering", device=state.device, status=status_name(status),
                               timeout=self.config.timeout)
         health = state.health
+        if _answered(status):
+            health.reply_s = elapsed  # slow replies show as such on the status page, the link being up
         if status == 0:
             health.good(time.time_ns())
         else:

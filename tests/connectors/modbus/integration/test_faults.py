@@ -15,8 +15,10 @@ import yaml
 
 from connectors.modbus.config import ModbusSourceConfig
 from connectors.modbus.source import ModbusSource
+from gateway.live import LiveTags
 from gateway.metrics import Metrics
 from gateway.model import Batch, Quality, Sample
+from gateway.status import StatusBoard
 from gateway.status_codes import BAD_TIMEOUT as STATUS_TIMEOUT
 from simulators.modbus.config import SimFault, SimulatorConfig
 from simulators.modbus.process import start_subprocess
@@ -219,3 +221,41 @@ async def test_slow_response_times_out_and_the_late_frame_does_not_corrupt_later
         if s.quality == Quality.GOOD:
             assert s.value == {"a": 21, "b": 22}[s.tag]
     assert source.health.devices["plc"].errors["BadTimeout"] >= 1
+
+
+async def test_the_status_board_tells_slow_replies_and_a_silent_unit_from_a_dropped_link() -> None:
+    port = free_port()
+    sim = SimulatorConfig.model_validate({"devices": {
+        "slow": {"unit": 1, "tags": [sim_tag("x", 0, 5)], "faults": [{"delay": "250ms"}]},
+        "dead": {"unit": 2, "tags": [sim_tag("y", 0)], "faults": [{"no_response": True}]},
+        "fine": {"unit": 3, "tags": [sim_tag("z", 0, 7)]},
+    }})
+    cfg = source_cfg(port, {"slow": {"unit": 1, "tags": [gw_tag("x", 0)]},
+                            "dead": {"unit": 2, "tags": [gw_tag("y", 0)]},
+                            "fine": {"unit": 3, "tags": [gw_tag("z", 0)]}},
+                     timeout="600ms", slow_after="150ms", interval="200ms")
+    metrics = Metrics()
+    live = LiveTags(0)
+    board = StatusBoard(lambda: {"m": ["dead", "fine", "slow"]}, list, live, metrics, device_grace=0.0)
+    rec = Recorder()
+    source = ModbusSource("m", cfg, metrics=metrics)
+
+    async def emit(batch: Batch) -> None:
+        live.record("m", batch.samples)
+        await rec.emit(batch)
+
+    async with running_simulator(sim, port=port):
+        task = asyncio.create_task(source.run(emit))
+        try:
+            await rec.wait_for(lambda: {s.device for s in rec.samples()} == {"slow", "dead", "fine"}
+                               and len(rec.samples("slow")) >= 2)
+            rows = {d["device"]: d for d in board.devices()}
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert rows["slow"]["state"] == "slow" and rows["slow"]["reason"].startswith("replies take 0.2")
+    assert 240 <= rows["slow"]["reply_ms"] < 600
+    assert (rows["dead"]["state"], rows["dead"]["reason"]) == ("timeout", "not answering (BadTimeout)")
+    assert rows["dead"]["errors_recent"]["BadTimeout"] >= 1
+    assert rows["fine"]["state"] == "ok" and rows["fine"]["reply_ms"] < 150
+    assert source.health.devices["fine"].link is True  # one connection, up: the dead unit is not a link problem

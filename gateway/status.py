@@ -57,9 +57,12 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-PROBLEM_STATES = frozenset({"down", "link_down", "timeout", "exception", "bad"})
+PROBLEM_STATES = frozenset({"down", "link_down", "timeout", "offline", "exception", "bad"})
 """Device states that make ``/health`` unhealthy; ``slow`` and ``partial`` are shown, not alarmed."""
 _LINK_CODES = frozenset({BAD_TIMEOUT, BAD_NOT_CONNECTED, BAD_COMMUNICATION_ERROR, BAD_DECODING_ERROR})
+_OFFLINE_CODES = frozenset({0x80310000, 0x800D0000, 0x808D0000, 0x80320000})
+"""BadNoCommunication, BadServerNotConnected, BadOutOfService, BadWaitingForInitialData: what an OPC-UA
+server (or a gateway in front of the machine) says of a machine it cannot reach."""
 
 
 def _device_answer(status: int) -> bool:
@@ -126,7 +129,12 @@ class StatusBoard:
                 elif bad == len(last):
                     codes = {s.status for s in last}
                     code_names = ", ".join(sorted(status_name(c) for c in codes))
-                    state = "exception" if all(_device_answer(c) for c in codes) else "bad"
+                    if codes <= _OFFLINE_CODES:  # a server up, the machine behind it not communicating
+                        state = "offline"
+                    elif all(_device_answer(c) for c in codes):
+                        state = "exception"
+                    else:
+                        state = "bad"
                     reason = f"all tags BAD ({code_names})"
                 elif slow:
                     assert dev is not None and dev.reply_s is not None

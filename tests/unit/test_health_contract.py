@@ -188,6 +188,8 @@ def test_device_states_say_what_happened() -> None:
     answering.reply_s = 0.2
     row = board_of([reading("a", 2), reading("b", 4)], answering)  # the device answered exceptions only
     assert (row["state"], row["reason"]) == ("exception", "all tags BAD (IllegalDataAddress, ServerDeviceFailure)")
+    row = board_of([reading("a", 0x80310000), reading("b", 0x80310000)], answering)  # an OPC-UA server's word
+    assert (row["state"], row["reason"]) == ("offline", "all tags BAD (BadNoCommunication)")
     row = board_of([reading("a", 2), reading("b")], answering)
     assert (row["state"], row["reason"]) == ("partial", "1 of 2 tags BAD (IllegalDataAddress)")
     silent = DeviceHealth()

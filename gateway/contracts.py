@@ -108,3 +108,15 @@ class UplinkProbe(Protocol):
     """
 
     async def wait_uplink(self, timeout: float) -> bool: ...
+
+
+@runtime_checkable
+class PublishClock(Protocol):
+    """Optional for sinks: when the last write put its last message on the uplink, so the delivery loop can
+    tell sending from waiting for the acks (``gateway.stages``: ``sink_publish`` and ``publish_ack``).
+
+    ``published_mono`` is that moment in ``time.monotonic()`` seconds, set by ``write`` before it waits for
+    the uplink's acknowledgements.
+    """
+
+    published_mono: float

@@ -16,12 +16,13 @@ import time
 from collections.abc import Sequence
 
 from gateway.backoff import Backoff
-from gateway.contracts import Sink, UplinkProbe
+from gateway.contracts import PublishClock, Sink, UplinkProbe
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.model import Batch, Sample, SpooledBatch
 from gateway.spool import Spool, SpoolReader
+from gateway.stages import COMMIT_SINK, PUBLISH_ACK, SINK_PUBLISH, stage
 
 OPEN_FAILURES = 3
 """Failed opens in a row (without a delivery between) that make the sink unhealthy."""
@@ -88,6 +89,10 @@ class DeliveryLoop:
         self._dead = metrics.sink_dead_lettered.labels(sink.name)
         self._write_time = metrics.sink_write_seconds.labels(sink.name)
         self._last_delivery = metrics.sink_last_delivery.labels(sink.name)
+        self._commit_sink = stage(metrics, COMMIT_SINK)
+        self._sink_publish = stage(metrics, SINK_PUBLISH)
+        self._publish_ack = stage(metrics, PUBLISH_ACK)
+        self._clock = sink if isinstance(sink, PublishClock) else None
         self.reader: SpoolReader | None = None
         self.delivered = 0
         self.last_delivery_mono: float | None = None
@@ -117,6 +122,9 @@ class DeliveryLoop:
         try:
             while not self._stop_requested:
                 batches = await reader.next(self.max_samples)
+                committed = self.spool.tail.committed_at(batches[0].seq)
+                if committed is not None:  # from the tail; a backlog read from the file is not timed
+                    self._commit_sink.observe(time.monotonic() - committed)
                 self._writing = True
                 try:
                     await self._deliver(reader, batches)
@@ -172,10 +180,10 @@ class DeliveryLoop:
     async def _deliver(self, reader: SpoolReader, batches: list[SpooledBatch]) -> None:
         while True:
             try:
-                t0 = time.perf_counter()
+                t0 = time.monotonic()
                 self.rejections.begin(batches)
                 await self.sink.write(_as_batches(batches))
-                self._write_time.observe(time.perf_counter() - t0)
+                self._timed(t0, time.monotonic())
             except RetryableSinkError as exc:
                 self._retryable.inc()
                 delay = self.backoff.next()
@@ -236,6 +244,15 @@ class DeliveryLoop:
                 self.backoff.reset()
                 self.log.info("sink delivering again")
             return
+
+    def _timed(self, t0: float, t1: float) -> None:
+        self._write_time.observe(t1 - t0)
+        published = self._clock.published_mono if self._clock is not None else 0.0
+        if t0 <= published <= t1:
+            self._sink_publish.observe(published - t0)
+            self._publish_ack.observe(t1 - published)
+        else:  # the sink does not say when it sent: the whole write counts as sending
+            self._sink_publish.observe(t1 - t0)
 
     def health_problems(self) -> list[str]:
         """Short public reasons why this sink is unhealthy now: its own (a reconnect loop, a refused

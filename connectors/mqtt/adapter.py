@@ -126,6 +126,8 @@ class MqttLink:
         self._losses: deque[float] = deque(maxlen=64)  # monotonic times of lost connections
         self._up_since: float | None = None
         self._flap_delay = 0.0  # reconnect delay kept across connections that did not stay up
+        self.published_mono = 0.0
+        """Monotonic time the last ``publish_all`` handed its last message to paho (``gateway.stages``)."""
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -213,6 +215,7 @@ class MqttLink:
                 w.mids.append(info.mid)
                 w.remaining += 1
                 self._outstanding += 1
+            self.published_mono = time.monotonic()
             if w.remaining:
                 await self._wait(w)
         except BaseException:

@@ -31,6 +31,7 @@ from gateway.spool.storage import (
     is_full,
 )
 from gateway.spool.tail import Tail
+from gateway.stages import EMIT_COMMIT, stage
 from gateway.threads import WorkerThread
 
 _T = TypeVar("_T")
@@ -108,6 +109,7 @@ class Spool:
         # it not logged yet: the log's figures add up to the metric's.
         # Metrics children, resolved once.
         self._m_err: dict[str, Any] = {}
+        self._emit_commit = stage(metrics, EMIT_COMMIT)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -539,13 +541,14 @@ class Spool:
             self._deleted(res.deleted_upto, res.dropped, readers)
         prev = self._committed
         add_to_tail = self.tail.add
+        done_at = time.monotonic()
         stored_samples = 0
         skips = res.skips
         held = self._held
         for seq, source, samples, mono in res.stored:
             n = len(samples)
             stored_samples += n
-            add_to_tail(seq, source, samples, mono)
+            add_to_tail(seq, source, samples, mono, done_at)
             skip = skips.get(seq) if skips else None
             for r in readers:
                 if r._match(source) and not (skip and r.sink in skip):
@@ -569,6 +572,7 @@ class Spool:
             prev = seq
         if res.stored:
             self._committed = prev
+            self._emit_commit.observe(done_at - res.stored[0][3])  # the commit's oldest row waited longest
             self.metrics.spool_appended.inc(stored_samples)
             self._ages.committed(prev, res.stored[-1][3])
         for _, source, n, reason in res.refused:

@@ -106,6 +106,7 @@ class DeliveryLoop:
         self._writing = False
         self._stop_requested = False
         self._lingering = False
+        self._last_write = 0.0  # seconds the last successful write took
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -131,23 +132,25 @@ class DeliveryLoop:
                 finally:
                     self._writing = False
                 if self.linger:
+                    # A sink that keeps up (less arrived during the write than it carried, e.g. nothing) never
+                    # pauses: the next commit wakes it, and what came meanwhile goes at once. One losing
+                    # ground (more arrived than it carried, yet less than a full write) pauses for as long as
+                    # that write took, at most ``linger``, so the next carries more: a write costs about the
+                    # same whether it carries 50 samples or 5,000. A backlog of full writes goes without pauses.
                     written = sum(len(b.samples) for b in batches)
-                    # A write costs about the same whether it carries 50 samples or 5,000: while the sink
-                    # keeps up (less is waiting now than it just wrote, and that was not a full write), let
-                    # the next one gather what arrives meanwhile. A backlog is drained without pauses.
-                    if written < self.max_samples and reader.pending_samples() < written:
-                        await self._linger(reader)
+                    if written < reader.pending_samples() < self.max_samples:
+                        await self._linger(reader, min(self.linger, self._last_write))
         finally:
             reader.rewind()
             await asyncio.shield(self._close())
 
-    async def _linger(self, reader: SpoolReader) -> None:
-        """Pause for ``linger``; a stop during the pause first delivers what the pause held back, so a
+    async def _linger(self, reader: SpoolReader, pause: float) -> None:
+        """Pause for ``pause`` seconds; a stop during the pause first delivers what the pause held back, so a
         clean stop leaves nothing behind that a sink without linger would have delivered."""
         self._lingering = True
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.linger)
+                await asyncio.wait_for(self._wake.wait(), pause)
         finally:
             self._lingering = False
         if self._stop_requested and reader.pending_samples() > 0:
@@ -246,6 +249,7 @@ class DeliveryLoop:
             return
 
     def _timed(self, t0: float, t1: float) -> None:
+        self._last_write = t1 - t0
         self._write_time.observe(t1 - t0)
         published = self._clock.published_mono if self._clock is not None else 0.0
         if t0 <= published <= t1:

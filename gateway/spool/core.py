@@ -55,6 +55,11 @@ class Spool:
 
     gc_interval: float = 1.0
     """Seconds between garbage collections of rows every cursor has passed."""
+    cursor_delay: float = 1.0
+    """Seconds an acknowledged cursor may wait to ride along with the next commit of appends before it is
+    committed alone: a sink that delivers every commit at once acks as often as data is committed, and one
+    SQLite transaction per ack would double the commits. A crash in between offers those batches again
+    (at-least-once); ``flush`` and ``close`` commit it at once."""
 
     def __init__(self, path: Path, config: SpoolConfig, metrics: Metrics) -> None:
         self.path = Path(path)
@@ -78,7 +83,9 @@ class Spool:
         self._dirty: dict[str, int] = {}
         self._dead: list[tuple[str, int, str, str, list[Sample]]] = []
         self._gen = 0  # bumped by every request that needs a commit
+        self._eager_gen = 0  # the last gen that needs a commit at once (not just a cursor move)
         self._done_gen = 0  # highest gen whose requests are committed
+        self._cursor_since: float | None = None  # when the oldest cursor move not yet committed was made
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._work_since: float | None = None
         self._wake = asyncio.Event()
@@ -229,6 +236,7 @@ class Spool:
 
     def _request(self) -> None:
         self._gen += 1
+        self._eager_gen = self._gen
         if self._work_since is None:
             self._work_since = time.monotonic()
         self._wake.set()
@@ -303,7 +311,10 @@ class Spool:
         self._moves += 1
         self._cursors[sink] = seq
         self._dirty[sink] = seq
-        self._request()
+        self._gen += 1  # committed with the next appends, or alone after ``cursor_delay``
+        if self._cursor_since is None:
+            self._cursor_since = time.monotonic()
+            self._wake.set()  # an idle writer learns when it is due
 
     # -- what readers ask of the spool (``gateway.spool.reader.ReaderHost``) ---------------------------
 
@@ -413,6 +424,8 @@ class Spool:
 
     def _maintenance_delay(self, now: float) -> float | None:
         delays = []
+        if self._cursor_since is not None and self._gen != self._done_gen:
+            delays.append(self._cursor_since + self.cursor_delay - now)
         if (aged := self._ages.next_due(now)) is not None:
             delays.append(aged)
         if self._gc_floor() > self._deleted_upto:
@@ -420,7 +433,13 @@ class Spool:
         return max(0.0, min(delays)) if delays else None
 
     def _has_work(self, now: float) -> bool:
-        return self._gen != self._done_gen or self._gc_due(now) or self._ages.cutoff(now) > self._deleted_upto
+        if self._eager_gen > self._done_gen:
+            return True
+        if self._gen != self._done_gen and (  # only cursor moves: due when asked for, or after a while
+                self._urgent.is_set() or self._closing or self._cursor_since is None
+                or now - self._cursor_since >= self.cursor_delay):
+            return True
+        return self._gc_due(now) or self._ages.cutoff(now) > self._deleted_upto
 
     async def _run_writer(self) -> None:
         failures = 0
@@ -480,7 +499,7 @@ class Spool:
             gap_deletes = self._prune_gaps(floor)
             self._last_gc = now
         age_upto = self._ages.cutoff(now)
-        self._work_since = None
+        self._work_since = self._cursor_since = None
         self._urgent.clear()
         job = WriteJob(
             gen=self._gen, rows=rows, last_seq=self._next_seq - 1, cursors=cursors, dead=dead, counts=counts,
@@ -520,6 +539,8 @@ class Spool:
             self._dirty.setdefault(sink, seq)  # a newer ack queued meanwhile wins
         self._dead[:0] = job.dead
         self._gaps_dirty.update(job.gaps)
+        if job.cursors and self._cursor_since is None:
+            self._cursor_since = time.monotonic()
         for r in self._counting:
             if r._count is InitialCount.RUNNING:
                 r._count = InitialCount.WAITING

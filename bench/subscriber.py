@@ -76,7 +76,7 @@ class Tally:
             counts = self.counts
             for tag in values:
                 counts[f"{device}/{tag}"] += 1
-            kind = "modbus" if device.startswith("mb") else "opcua"
+            kind = "opcua" if device.startswith("ua") else "modbus"
             self.in_window[kind] += 1
             self.latency[kind][(arrived_ns - ms * 1_000_000) // _BUCKET_NS] += len(values)
 

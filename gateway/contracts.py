@@ -118,3 +118,15 @@ class HistorySource(Protocol):
 
     async def history(self, source: str, device: str, tag: str, since_ns: int, until_ns: int,
                       max_buckets: int) -> History | None: ...
+
+
+@runtime_checkable
+class PublishClock(Protocol):
+    """Optional for sinks: when the last write put its last message on the uplink, so the delivery loop can
+    tell sending from waiting for the acks (``gateway.stages``: ``sink_publish`` and ``publish_ack``).
+
+    ``published_mono`` is that moment in ``time.monotonic()`` seconds, set by ``write`` before it waits for
+    the uplink's acknowledgements.
+    """
+
+    published_mono: float

@@ -16,12 +16,13 @@ import time
 from collections.abc import Sequence
 
 from gateway.backoff import Backoff
-from gateway.contracts import Sink, UplinkProbe
+from gateway.contracts import PublishClock, Sink, UplinkProbe
 from gateway.errors import PermanentSinkError, RetryableSinkError
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.model import Batch, Sample, SpooledBatch
 from gateway.spool import Spool, SpoolReader
+from gateway.stages import COMMIT_SINK, PUBLISH_ACK, SINK_PUBLISH, stage
 
 OPEN_FAILURES = 3
 """Failed opens in a row (without a delivery between) that make the sink unhealthy."""
@@ -88,6 +89,10 @@ class DeliveryLoop:
         self._dead = metrics.sink_dead_lettered.labels(sink.name)
         self._write_time = metrics.sink_write_seconds.labels(sink.name)
         self._last_delivery = metrics.sink_last_delivery.labels(sink.name)
+        self._commit_sink = stage(metrics, COMMIT_SINK)
+        self._sink_publish = stage(metrics, SINK_PUBLISH)
+        self._publish_ack = stage(metrics, PUBLISH_ACK)
+        self._clock = sink if isinstance(sink, PublishClock) else None
         self.reader: SpoolReader | None = None
         self.delivered = 0
         self.last_delivery_mono: float | None = None
@@ -101,6 +106,7 @@ class DeliveryLoop:
         self._writing = False
         self._stop_requested = False
         self._lingering = False
+        self._last_write = 0.0  # seconds the last successful write took
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -117,29 +123,34 @@ class DeliveryLoop:
         try:
             while not self._stop_requested:
                 batches = await reader.next(self.max_samples)
+                committed = self.spool.tail.committed_at(batches[0].seq)
+                if committed is not None:  # from the tail; a backlog read from the file is not timed
+                    self._commit_sink.observe(time.monotonic() - committed)
                 self._writing = True
                 try:
                     await self._deliver(reader, batches)
                 finally:
                     self._writing = False
                 if self.linger:
+                    # A sink that keeps up (less arrived during the write than it carried, e.g. nothing) never
+                    # pauses: the next commit wakes it, and what came meanwhile goes at once. One losing
+                    # ground (more arrived than it carried, yet less than a full write) pauses for as long as
+                    # that write took, at most ``linger``, so the next carries more: a write costs about the
+                    # same whether it carries 50 samples or 5,000. A backlog of full writes goes without pauses.
                     written = sum(len(b.samples) for b in batches)
-                    # A write costs about the same whether it carries 50 samples or 5,000: while the sink
-                    # keeps up (less is waiting now than it just wrote, and that was not a full write), let
-                    # the next one gather what arrives meanwhile. A backlog is drained without pauses.
-                    if written < self.max_samples and reader.pending_samples() < written:
-                        await self._linger(reader)
+                    if written < reader.pending_samples() < self.max_samples:
+                        await self._linger(reader, min(self.linger, self._last_write))
         finally:
             reader.rewind()
             await asyncio.shield(self._close())
 
-    async def _linger(self, reader: SpoolReader) -> None:
-        """Pause for ``linger``; a stop during the pause first delivers what the pause held back, so a
+    async def _linger(self, reader: SpoolReader, pause: float) -> None:
+        """Pause for ``pause`` seconds; a stop during the pause first delivers what the pause held back, so a
         clean stop leaves nothing behind that a sink without linger would have delivered."""
         self._lingering = True
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.linger)
+                await asyncio.wait_for(self._wake.wait(), pause)
         finally:
             self._lingering = False
         if self._stop_requested and reader.pending_samples() > 0:
@@ -172,10 +183,10 @@ class DeliveryLoop:
     async def _deliver(self, reader: SpoolReader, batches: list[SpooledBatch]) -> None:
         while True:
             try:
-                t0 = time.perf_counter()
+                t0 = time.monotonic()
                 self.rejections.begin(batches)
                 await self.sink.write(_as_batches(batches))
-                self._write_time.observe(time.perf_counter() - t0)
+                self._timed(t0, time.monotonic())
             except RetryableSinkError as exc:
                 self._retryable.inc()
                 delay = self.backoff.next()
@@ -236,6 +247,16 @@ class DeliveryLoop:
                 self.backoff.reset()
                 self.log.info("sink delivering again")
             return
+
+    def _timed(self, t0: float, t1: float) -> None:
+        self._last_write = t1 - t0
+        self._write_time.observe(t1 - t0)
+        published = self._clock.published_mono if self._clock is not None else 0.0
+        if t0 <= published <= t1:
+            self._sink_publish.observe(published - t0)
+            self._publish_ack.observe(t1 - published)
+        else:  # the sink does not say when it sent: the whole write counts as sending
+            self._sink_publish.observe(t1 - t0)
 
     def health_problems(self) -> list[str]:
         """Short public reasons why this sink is unhealthy now: its own (a reconnect loop, a refused

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from gateway.health import HealthRegistry
 
 NS = "edgegw"
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class Metrics:
@@ -83,3 +84,9 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
         )
         self.spool_errors = Counter(f"{NS}_spool_errors", "Spool I/O errors", ["kind"], registry=r)
+        # where the latency goes, read -> uplink ack (``gateway.stages``): observed once per unit of work
+        # (a source batch, a commit, a sink write) for its oldest sample, never per sample
+        self.stage_seconds = Histogram(
+            f"{NS}_stage_seconds", "Time the oldest sample of a batch, commit or write spent in one stage from "
+            "its read to the uplink's ack", ["stage"], registry=r, buckets=STAGE_BUCKETS,
+        )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from gateway.live import LiveTags
 from gateway.metrics import Metrics
 from gateway.model import Batch, Sample
 from gateway.processing import Processor
 from gateway.spool import Spool
+from gateway.stages import READ_EMIT, stage
 
 
 class SourcePipeline:
@@ -20,6 +23,7 @@ class SourcePipeline:
         self.spool = spool
         self._in = metrics.samples_in.labels(source)
         self._filtered = metrics.samples_filtered.labels(source)
+        self._read_emit = stage(metrics, READ_EMIT)
         self.samples_in = 0
 
     async def __call__(self, batch: Batch) -> None:
@@ -28,6 +32,11 @@ class SourcePipeline:
             return
         self.samples_in += n
         self._in.inc(n)
+        samples = batch.samples
+        # the batch's oldest read: sources emit in read order, but either end is cheap to look at
+        read = min(samples[0].source_ts, samples[-1].source_ts)
+        if read:
+            self._read_emit.observe(max(0, time.time_ns() - read) / 1e9)
         if batch.source != self.source:  # a source may not speak for another one
             batch = Batch(self.source, batch.samples)
         if self.processor is not None:

@@ -21,6 +21,8 @@ class Received:
     payload: bytes
     retain: bool
     correlation_data: bytes | None
+    arrived: float = 0.0
+    """Wall time (s) the message reached this subscriber."""
 
 
 class Subscriber:
@@ -56,10 +58,11 @@ class Subscriber:
             client.subscribe(t, self.qos)
 
     def _on_message(self, client: mqtt.Client, ud: object, msg: mqtt.MQTTMessage) -> None:
+        arrived = time.time()
         props = getattr(msg, "properties", None)
         corr = getattr(props, "CorrelationData", None) if props is not None else None
         with self._lock:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), corr))
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), corr, arrived))
 
     def snapshot(self) -> list[Received]:
         with self._lock:

@@ -23,14 +23,16 @@ never mistaken for a device's exception 11. A group of tags entering or leaving 
 logged once per transition, with the code's name and the tags; a unit going silent and the link going
 down are logged once per transition too.
 
-Values are emitted raw, in batches of at most ``EMIT_AFTER`` worth of a device's reads; the engine applies
-scale/offset afterwards.
+Values are emitted raw, stamped with the time their own request was answered, in batches of a device's
+reads that hold the oldest value about ``EMIT_AFTER`` at most; the engine applies scale/offset afterwards.
+A poll group polls at start, then on its own phase of the interval (``poll_phase``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from typing import Any
 
 import structlog
@@ -58,7 +60,7 @@ from gateway.writes import WriteKind
 SPLIT_CODES = frozenset({2, 3, 4})  # IllegalDataAddress, IllegalDataValue, ServerDeviceFailure: maybe one register
 HEALTHY_AFTER = 2  # answered requests after which a connection counts as healthy (the backoff resets)
 LOGGED_TAGS = 10  # tag names quoted in a state-change log line
-EMIT_AFTER = 0.02  # s: the longest a read value waits for the device's other reads before it is emitted
+EMIT_AFTER = 0.005  # s: about the longest a read value waits for the device's next reads before it is emitted
 
 _GOOD, _BAD = Quality.GOOD, Quality.BAD
 
@@ -200,12 +202,17 @@ class ModbusSource:
         for req in requests:
             by_device.setdefault(req.device, []).append(req)
         states = [self._devices[d] for d in by_device]
-        start = loop.time()
-        tick = 0
+        # The first poll at once, the later ones on this group's own phase of the interval: sources started
+        # together (every source of a gateway) would otherwise fire in the same millisecond each time, and
+        # each value would wait behind all of their answers on its way out.
+        start = loop.time() + poll_phase(self.name, group, interval) - interval
+        tick = 1  # due at start + tick * interval
         behind = False
         last_skip = 0.0
         me = asyncio.current_task()
         assert me is not None
+        for device, reqs in by_device.items():
+            await self._poll_device(self._devices[device], reqs, emit, me)
         while True:
             await asyncio.sleep(max(start + tick * interval - loop.time(), 0.0))
             for device, reqs in by_device.items():
@@ -232,12 +239,14 @@ class ModbusSource:
 
     async def _poll_device(self, state: _DeviceState, requests: list[ReadRequest], emit: Emit,
                            me: asyncio.Task[Any]) -> None:
-        """A device's values go out at most ``EMIT_AFTER`` after they were read: a 1,000-tag device takes ~17
-        round trips, and holding its first values back for the rest would add to the end-to-end latency,
-        while one batch per read would multiply the per-batch work downstream (spool rows, sink writes)."""
+        """A device's values wait for its next read only while that read (expected to take as long as the
+        last one) still ends within ``EMIT_AFTER`` of the oldest: a 1,000-tag device takes ~17 round trips,
+        and holding its first values back for the rest would add to the end-to-end latency, while one
+        batch per read of a fast device would multiply the per-batch work downstream (spool rows, writes)."""
         failed = 0  # once the unit timed out or the link is down: that status for the rest of its reads
         samples: list[Sample] = []
         since = 0.0
+        prev = time.monotonic()
         for req in requests:
             if not failed:
                 status = await self._read_planned(state, req, samples)
@@ -251,11 +260,13 @@ class ModbusSource:
                 state.error(status_name(failed))
                 _bad(req, failed, samples)
             now = time.monotonic()
+            took, prev = now - prev, now
             if not since:
                 since = now
-            elif now - since >= EMIT_AFTER:
+            if now - since + took > EMIT_AFTER:
                 await emit(Batch(self.name, samples))
                 samples, since = [], 0.0
+                prev = time.monotonic()  # the emit is not the device's time
         if samples:
             await emit(Batch(self.name, samples))
 
@@ -265,7 +276,7 @@ class ModbusSource:
         now = asyncio.get_running_loop().time()
         if split is not None and now < split.reprobe_at:
             return await self._read_parts(state, split, out)
-        status, data = await self._transact(state, req)
+        status, data, ts = await self._transact(state, req)
         if split is not None:
             if status == 0:  # the device takes the merged read again
                 del self._splits[id(req)]
@@ -285,7 +296,7 @@ class ModbusSource:
                                table=req.table, address=req.address, count=req.count, parts=len(parts),
                                reprobe_in=self.config.split_reprobe)
             return status
-        self._samples(req, status, data, out)
+        self._samples(req, status, data, ts, out)
         return 0 if _answered(status) else status
 
     async def _narrow(self, state: _DeviceState, req: ReadRequest,
@@ -296,14 +307,14 @@ class ModbusSource:
         pending = list(halves(req))
         while pending:
             part = pending.pop(0)
-            status, data = await self._transact(state, part)
+            status, data, ts = await self._transact(state, part)
             if status in SPLIT_CODES and _splittable(part):
                 pending[0:0] = halves(part)  # depth first: samples stay in address order
                 continue
-            self._samples(part, status, data, out)
+            self._samples(part, status, data, ts, out)
             if not _answered(status):
                 for rest in pending:
-                    _bad(rest, status, out)
+                    _bad(rest, status, out, ts)
                 return None, status
             parts.append(part)
         return parts, 0
@@ -311,7 +322,7 @@ class ModbusSource:
     async def _read_parts(self, state: _DeviceState, split: _Split, out: list[Sample]) -> int:
         parts: list[ReadRequest] = []
         for i, part in enumerate(split.parts):
-            status, data = await self._transact(state, part)
+            status, data, ts = await self._transact(state, part)
             if status in SPLIT_CODES and _splittable(part):  # a part that answered before refuses now
                 self._failing.pop(id(part), None)
                 sub, status = await self._narrow(state, part, out)
@@ -319,26 +330,26 @@ class ModbusSource:
                     parts.extend(sub)
                     continue
             else:
-                self._samples(part, status, data, out)
+                self._samples(part, status, data, ts, out)
             if not _answered(status):
                 for rest in split.parts[i + 1:]:
-                    _bad(rest, status, out)
+                    _bad(rest, status, out, ts)
                 split.parts = parts + split.parts[i:]
                 return status
             parts.append(part)
         split.parts = parts
         return 0
 
-    def _samples(self, req: ReadRequest, status: int, data: Any, out: list[Sample]) -> None:
+    def _samples(self, req: ReadRequest, status: int, data: Any, ts: int, out: list[Sample]) -> None:
+        """The samples of one request, stamped ``ts``: when that request was answered (or failed)."""
         if status == 0:
-            ts = time.time_ns()
             device = req.device
             out.extend([good(device, name, v, ts, unit)
                         for name, unit, v in zip(req.names, req.units, req.decode(data), strict=True)])
             if self._failing and id(req) in self._failing:
                 self._track(req, 0)
         else:
-            _bad(req, status, out)
+            _bad(req, status, out, ts)
             if _answered(status):
                 self._track(req, status)
 
@@ -357,8 +368,9 @@ class ModbusSource:
             self._log.info("modbus tags answering again", device=req.device, table=req.table, address=req.address,
                            tags=names[:LOGGED_TAGS], count=len(names))
 
-    async def _transact(self, state: _DeviceState, req: ReadRequest) -> tuple[int, Any]:
-        """One request on the link: (0, data) or (status, None)."""
+    async def _transact(self, state: _DeviceState, req: ReadRequest) -> tuple[int, Any, int]:
+        """One request on the link: (0, data, answered) or (status, None, failed), with the wall time
+        (ns) the answer (or the failure) came, before any inter-frame delay: the samples' timestamp."""
         delay = self.config.inter_frame_delay
         data: Any = None
         async with self._lock:
@@ -378,6 +390,7 @@ class ModbusSource:
                 if self._client is not None:  # lost during the read (not a refused connect)
                     self._drop_link(str(exc))
                 status = BAD_NOT_CONNECTED
+            ts = time.time_ns()
             if _answered(status):
                 self._served += 1
                 if self._served == HEALTHY_AFTER:
@@ -386,10 +399,10 @@ class ModbusSource:
             self.requests += status != BAD_NOT_CONNECTED
             if delay and status != BAD_NOT_CONNECTED:
                 await asyncio.sleep(delay)
-        self._account(state, status, elapsed)
-        return status, data
+        self._account(state, status, elapsed, ts)
+        return status, data, ts
 
-    def _account(self, state: _DeviceState, status: int, elapsed: float) -> None:
+    def _account(self, state: _DeviceState, status: int, elapsed: float, ts: int) -> None:
         if _answered(status) and state.silent:
             state.silent = False
             self._log.info("modbus unit answering again", device=state.device)
@@ -401,7 +414,7 @@ class ModbusSource:
         if _answered(status):
             health.reply_s = elapsed  # slow replies show as such on the status page, the link being up
         if status == 0:
-            health.good(time.time_ns())
+            health.good(ts)
         else:
             health.failed(status_name(status))
         if status != BAD_NOT_CONNECTED:
@@ -451,12 +464,18 @@ class ModbusSource:
             self._client = None
 
 
+def poll_phase(source: str, group: str, interval: float) -> float:
+    """Where in the interval a poll group's ticks fall, from its names: stable across restarts, spread."""
+    return zlib.crc32(f"{source}/{group}".encode()) % 1000 / 1000 * interval
+
+
 def _splittable(req: ReadRequest) -> bool:
     """More than one register (or bit) address: tags sharing one register fail together."""
     return req.addresses[0] != req.addresses[-1]
 
 
-def _bad(req: ReadRequest, status: int, out: list[Sample]) -> None:
-    ts = time.time_ns()
+def _bad(req: ReadRequest, status: int, out: list[Sample], ts: int | None = None) -> None:
+    """BAD samples of ``req``, stamped ``ts`` (the failure), or now for a read skipped after one."""
+    ts = time.time_ns() if ts is None else ts
     device = req.device
     out.extend([bad(device, name, status, ts, unit) for name, unit in zip(req.names, req.units, strict=True)])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import sys
 import threading
@@ -41,6 +42,7 @@ _RETRYABLE_REASONS = frozenset({0x87, 0x97})
 _AUTH_FAILURES = frozenset({"Not authorized", "Bad user name or password"})
 STABLE_AFTER = 30.0
 """Seconds a connection must stay up before the reconnect backoff starts again from ``reconnect_min``."""
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,8 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        self._sock: Any = None
         self._client = client
         self._lock = threading.Lock()
         self._acks: list[tuple[int, int, str]] = []
@@ -126,6 +130,8 @@ class MqttLink:
         self._losses: deque[float] = deque(maxlen=64)  # monotonic times of lost connections
         self._up_since: float | None = None
         self._flap_delay = 0.0  # reconnect delay kept across connections that did not stay up
+        self.published_mono = 0.0
+        """Monotonic time the last ``publish_all`` handed its last message to paho (``gateway.stages``)."""
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -213,6 +219,7 @@ class MqttLink:
                 w.mids.append(info.mid)
                 w.remaining += 1
                 self._outstanding += 1
+            self.published_mono = time.monotonic()
             if w.remaining:
                 await self._wait(w)
         except BaseException:
@@ -299,7 +306,19 @@ class MqttLink:
 
     # --- paho callbacks (network thread) ------------------------------------------------------------
 
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        """No Nagle on our publishes: a write's messages go out as they are published, not held until the
+        broker acknowledges the previous segment."""
+        self._sock = sock
+        with contextlib.suppress(OSError, AttributeError):  # a websocket wrapper has no socket options
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        if _QUICKACK is not None and self._sock is not None:
+            # Acknowledge the PUBACKs just read at once: a broker that keeps Nagle on (mosquitto's default)
+            # holds its next PUBACKs until then, and a delayed ACK takes 40 ms.
+            with contextlib.suppress(OSError, AttributeError):
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         code = reason.value if reason.is_failure else 0
         with self._lock:
             self._acks.append((mid, code, reason.getName() if code else ""))

@@ -60,6 +60,11 @@ class MqttSink:
         assert link is not None, "write before open"
         await link.publish_all(self.encoder.encode(batches), self.config.qos, self.config.retain)
 
+    @property
+    def published_mono(self) -> float:
+        """When the last write handed its last message to the MQTT client (``gateway.contracts.PublishClock``)."""
+        return self.link.published_mono if self.link is not None else 0.0
+
     async def wait_uplink(self, timeout: float) -> bool:
         """True as soon as the broker accepts us again after the link was down (see ``UplinkProbe``)."""
         link = self.link

@@ -227,8 +227,9 @@ class SinkConfigBase(StrictModel):
         5000, ge=1, le=1_000_000, description="most samples handed to the sink in one write"
     )
     linger: Duration = Field(
-        0.05, ge=0, le=60, description="after a write that was not full, wait this long before the next one: "
-        "fewer, larger writes (less CPU per sample) for at most this much added latency; 0: write at once"
+        0.05, ge=0, le=60, description="a sink that keeps up writes each commit at once; one losing ground "
+        "(more arrived during a write than it carried) waits as long as that write took, at most this long, "
+        "before the next: fewer, larger writes while behind; 0: never wait"
     )
     retry_initial: Duration = Field(0.5, gt=0, le=3600, description="first retry delay after a failed write")
     retry_max: Duration = Field(

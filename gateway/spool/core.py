@@ -31,6 +31,7 @@ from gateway.spool.storage import (
     is_full,
 )
 from gateway.spool.tail import Tail
+from gateway.stages import EMIT_COMMIT, stage
 from gateway.threads import WorkerThread
 
 _T = TypeVar("_T")
@@ -54,6 +55,11 @@ class Spool:
 
     gc_interval: float = 1.0
     """Seconds between garbage collections of rows every cursor has passed."""
+    cursor_delay: float = 1.0
+    """Seconds an acknowledged cursor may wait to ride along with the next commit of appends before it is
+    committed alone: a sink that delivers every commit at once acks as often as data is committed, and one
+    SQLite transaction per ack would double the commits. A crash in between offers those batches again
+    (at-least-once); ``flush`` and ``close`` commit it at once."""
 
     def __init__(self, path: Path, config: SpoolConfig, metrics: Metrics) -> None:
         self.path = Path(path)
@@ -77,7 +83,9 @@ class Spool:
         self._dirty: dict[str, int] = {}
         self._dead: list[tuple[str, int, str, str, list[Sample]]] = []
         self._gen = 0  # bumped by every request that needs a commit
+        self._eager_gen = 0  # the last gen that needs a commit at once (not just a cursor move)
         self._done_gen = 0  # highest gen whose requests are committed
+        self._cursor_since: float | None = None  # when the oldest cursor move not yet committed was made
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._work_since: float | None = None
         self._wake = asyncio.Event()
@@ -108,6 +116,7 @@ class Spool:
         # it not logged yet: the log's figures add up to the metric's.
         # Metrics children, resolved once.
         self._m_err: dict[str, Any] = {}
+        self._emit_commit = stage(metrics, EMIT_COMMIT)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -227,6 +236,7 @@ class Spool:
 
     def _request(self) -> None:
         self._gen += 1
+        self._eager_gen = self._gen
         if self._work_since is None:
             self._work_since = time.monotonic()
         self._wake.set()
@@ -301,7 +311,10 @@ class Spool:
         self._moves += 1
         self._cursors[sink] = seq
         self._dirty[sink] = seq
-        self._request()
+        self._gen += 1  # committed with the next appends, or alone after ``cursor_delay``
+        if self._cursor_since is None:
+            self._cursor_since = time.monotonic()
+            self._wake.set()  # an idle writer learns when it is due
         if seq > self.tail.floor and self._readers:  # what every reader acked is never read from memory again
             self.tail.cut(min(r._acked for r in self._readers.values()))
 
@@ -413,6 +426,8 @@ class Spool:
 
     def _maintenance_delay(self, now: float) -> float | None:
         delays = []
+        if self._cursor_since is not None and self._gen != self._done_gen:
+            delays.append(self._cursor_since + self.cursor_delay - now)
         if (aged := self._ages.next_due(now)) is not None:
             delays.append(aged)
         if self._gc_floor() > self._deleted_upto:
@@ -420,7 +435,13 @@ class Spool:
         return max(0.0, min(delays)) if delays else None
 
     def _has_work(self, now: float) -> bool:
-        return self._gen != self._done_gen or self._gc_due(now) or self._ages.cutoff(now) > self._deleted_upto
+        if self._eager_gen > self._done_gen:
+            return True
+        if self._gen != self._done_gen and (  # only cursor moves: due when asked for, or after a while
+                self._urgent.is_set() or self._closing or self._cursor_since is None
+                or now - self._cursor_since >= self.cursor_delay):
+            return True
+        return self._gc_due(now) or self._ages.cutoff(now) > self._deleted_upto
 
     async def _run_writer(self) -> None:
         failures = 0
@@ -480,7 +501,7 @@ class Spool:
             gap_deletes = self._prune_gaps(floor)
             self._last_gc = now
         age_upto = self._ages.cutoff(now)
-        self._work_since = None
+        self._work_since = self._cursor_since = None
         self._urgent.clear()
         job = WriteJob(
             gen=self._gen, rows=rows, last_seq=self._next_seq - 1, cursors=cursors, dead=dead, counts=counts,
@@ -520,6 +541,8 @@ class Spool:
             self._dirty.setdefault(sink, seq)  # a newer ack queued meanwhile wins
         self._dead[:0] = job.dead
         self._gaps_dirty.update(job.gaps)
+        if job.cursors and self._cursor_since is None:
+            self._cursor_since = time.monotonic()
         for r in self._counting:
             if r._count is InitialCount.RUNNING:
                 r._count = InitialCount.WAITING
@@ -541,13 +564,14 @@ class Spool:
             self._deleted(res.deleted_upto, res.dropped, readers)
         prev = self._committed
         add_to_tail = self.tail.add
+        done_at = time.monotonic()
         stored_samples = 0
         skips = res.skips
         held = self._held
         for seq, source, samples, mono in res.stored:
             n = len(samples)
             stored_samples += n
-            add_to_tail(seq, source, samples, mono)
+            add_to_tail(seq, source, samples, mono, done_at)
             skip = skips.get(seq) if skips else None
             for r in readers:
                 if r._match(source) and not (skip and r.sink in skip):
@@ -571,6 +595,7 @@ class Spool:
             prev = seq
         if res.stored:
             self._committed = prev
+            self._emit_commit.observe(done_at - res.stored[0][3])  # the commit's oldest row waited longest
             self.metrics.spool_appended.inc(stored_samples)
             self._ages.committed(prev, res.stored[-1][3])
         for _, source, n, reason in res.refused:

@@ -19,13 +19,14 @@ _COMPACT_AFTER = 64  # trimmed entries kept as an offset before the lists are re
 
 
 class Tail:
-    __slots__ = ("_batches", "_mono", "_off", "_seqs", "floor")
+    __slots__ = ("_batches", "_done", "_mono", "_off", "_seqs", "floor")
 
     def __init__(self, floor: int) -> None:
         # parallel lists from _off on; what lies before _off is trimmed and waits to be compacted
         self._seqs: list[int] = []
         self._batches: list[SpooledBatch] = []
         self._mono: list[float] = []
+        self._done: list[float] = []  # monotonic time of each row's commit (``gateway.stages``)
         self._off = 0
         self.floor = floor
         """Every committed row above it is in the tail."""
@@ -33,11 +34,12 @@ class Tail:
     def __len__(self) -> int:
         return len(self._seqs) - self._off
 
-    def add(self, seq: int, source: str, samples: list[Sample], mono: float) -> None:
-        """A row just committed (seq above every one in the tail)."""
+    def add(self, seq: int, source: str, samples: list[Sample], mono: float, done: float) -> None:
+        """A row appended at ``mono`` and committed at ``done`` (seq above every one in the tail)."""
         self._seqs.append(seq)
         self._batches.append(SpooledBatch(seq, source, samples))
         self._mono.append(mono)
+        self._done.append(done)
 
     def read(self, after: int, match: Callable[[str], bool], gaps: Gaps, max_samples: int,
              ) -> tuple[list[SpooledBatch], int]:
@@ -65,6 +67,11 @@ class Tail:
         """Monotonic append time of row ``seq`` (or the first one after it); None past the tail's end."""
         i = bisect_left(self._seqs, seq, self._off)
         return self._mono[i] if i < len(self._seqs) else None
+
+    def committed_at(self, seq: int) -> float | None:
+        """Monotonic commit time of row ``seq`` (or the first one after it); None when not in the tail."""
+        i = bisect_left(self._seqs, seq, self._off)
+        return self._done[i] if i < len(self._seqs) else None
 
     def cut(self, upto: int) -> None:
         """Rows up to ``upto`` leave the tail: deleted from the file, or acked by every reader."""
@@ -96,4 +103,5 @@ class Tail:
             del self._seqs[:off]
             del self._batches[:off]
             del self._mono[:off]
+            del self._done[:off]
             self._off = 0

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 
 from simulators.line.points import Point
+from simulators.line.scenario import STATE_NAMES
 from simulators.line.server import Placement
 
 Protocol = Literal["opcua", "modbus"]
@@ -47,6 +48,11 @@ def _modbus_source(points: tuple[Point, ...], pl: Placement, interval: str) -> d
 def _common(tag: dict[str, Any], p: Point) -> None:
     if p.unit:
         tag["unit"] = p.unit
+    # what the line's own signals mean, as the hand-written configs say it: state words, fault alarms
+    if p.role == "state":
+        tag["states"] = dict(STATE_NAMES)
+    elif p.role == "alarm_code":
+        tag["alarm"] = [{"not_equals": 0, "severity": "high", "message": "machine fault"}]
     if p.writable:
         tag["writable"] = True
         if p.low is not None:

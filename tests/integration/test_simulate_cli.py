@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.servers import free_port
 
@@ -46,6 +47,9 @@ def test_emitted_config_validates(tmp_path: Path, protocol: str) -> None:
     res = cli("validate", "-c", str(out))
     assert res.returncode == 0 and "ok (1 sources, 1 sinks)" in res.stdout, res.stdout + res.stderr
     assert f"type: {protocol}" in out.read_text()
+    emitted = yaml.safe_load(out.read_text())
+    tags = {t["name"]: t for dev in next(iter(emitted["sources"].values()))["devices"].values() for t in dev["tags"]}
+    assert tags["state"]["states"][4] == "fault" and tags["alarm_code"]["alarm"][0]["not_equals"] == 0
 
 
 def test_a_bad_scenario_names_the_file_and_the_field(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def run_modbus(params: dict[str, Any]) -> BenchResult:
         notes={"offered/s": int(r["offered"]), "requests/s": round(r["requests"] / m.wall_s),
                "requests/device/cycle": round(r["requests"] / m.wall_s * interval / devices, 1),
                "skipped_ticks": r["skipped"], "device": device, "device_cpu_%": r["sim_cpu_pct"], "sink": sink,
-               **_latency_notes(r["report"]), "stages p50/p99": r["stages"]},
+               **_latency_notes(r["report"]), "stages p50/p99": r["stages"], "threads CPU %": m.threads_pct()},
     )
 
 

@@ -6,7 +6,9 @@ import contextlib
 import json
 import os
 import platform
+import re
 import resource
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +50,7 @@ class ProcessMeter:
 
     def __enter__(self) -> ProcessMeter:
         self._cpu0 = _cpu()
+        self._threads0 = _thread_cpu()
         self._wall0 = time.perf_counter()
         return self
 
@@ -55,6 +58,27 @@ class ProcessMeter:
         self.cpu_s = _cpu() - self._cpu0
         self.wall_s = time.perf_counter() - self._wall0
         self.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        self.threads_cpu_s: dict[str, float] = {}
+        for ident, (name, cpu) in _thread_cpu().items():
+            kind = re.sub(r"[-_]?\d+(_\d+)?$", "", name)  # worker threads of one kind count together
+            used = cpu - self._threads0.get(ident, (name, 0.0))[1]
+            self.threads_cpu_s[kind] = self.threads_cpu_s.get(kind, 0.0) + used
+
+    def threads_pct(self) -> str:
+        """Where the process's CPU went, by thread kind: which thread hop or wake-up to chase."""
+        busy = sorted(self.threads_cpu_s.items(), key=lambda kv: -kv[1])
+        return " ".join(f"{k} {100 * v / self.wall_s:.1f}" for k, v in busy if v > 0.0005 * self.wall_s)
+
+
+def _thread_cpu() -> dict[int, tuple[str, float]]:
+    """CPU seconds of each live thread of this process, by ident (the thread's own CPU clock)."""
+    out: dict[int, tuple[str, float]] = {}
+    for t in threading.enumerate():
+        if t.ident is None:
+            continue
+        with contextlib.suppress(OSError, ProcessLookupError):  # a thread that just ended
+            out[t.ident] = (t.name, time.clock_gettime(time.pthread_getcpuclockid(t.ident)))
+    return out
 
 
 def _cpu() -> float:
@@ -71,7 +95,7 @@ HEADER = (
 def markdown_row(r: BenchResult) -> str:
     notes = ", ".join(f"{k}={v}" for k, v in r.notes.items())
     return (
-        f"| {r.scenario} | {r.in_rate:,.0f} | {r.out_rate:,.0f} | {r.cpu_pct:.0f} | {r.peak_rss_mib:.0f} "
+        f"| {r.scenario} | {r.in_rate:,.0f} | {r.out_rate:,.0f} | {r.cpu_pct:.1f} | {r.peak_rss_mib:.0f} "
         f"| {r.wall_s:.1f} | {r.target} | {notes} |"
     )
 

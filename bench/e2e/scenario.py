@@ -193,8 +193,14 @@ async def _window(runtime: Any, layout: Layout, duration: float, window: _Window
     sub.stdin.flush()
     await asyncio.sleep(t0_ms / 1000 - time.time())
     cpu0 = {k: sum(cpu_of(p) for p in pids) for k, pids in others.items()}
+    from bench import stages
+
+    h0 = stages.snapshot(runtime.metrics.registry)
+    lag = asyncio.create_task(_loop_lag(t1_ms))
     with ProcessMeter() as meter:
         await asyncio.sleep(t1_ms / 1000 - time.time())
+    stage_hist = stages.since(stages.snapshot(runtime.metrics.registry), h0)
+    lags = await lag
     others_pct = {k: round(100 * (sum(cpu_of(p) for p in pids) - cpu0[k]) / meter.wall_s, 1)
                   for k, pids in others.items()}
     skipped = sum(getattr(s, "skipped_ticks", 0) for s in runtime.sources.values())
@@ -218,7 +224,21 @@ async def _window(runtime: Any, layout: Layout, duration: float, window: _Window
     vm_count = await loop.run_in_executor(None, _vm_count, vm_port, t0_ms, t1_ms)
     return {"meter": meter, "setup_s": setup_s, "steady": steady, "drain_s": drain_s, "produced": dict(window.produced),
             "upstream": window.upstream, "report": report, "vm_count": vm_count, "others_pct": others_pct,
-            "skipped_ticks": skipped, "queue_dropped": dropped, "t0_ms": t0_ms, "t1_ms": t1_ms}
+            "skipped_ticks": skipped, "queue_dropped": dropped, "t0_ms": t0_ms, "t1_ms": t1_ms,
+            "stages": stages.summary(stage_hist), "loop_lag_ms": lags}
+
+
+async def _loop_lag(until_ms: int, period: float = 0.01) -> tuple[float, float]:
+    """How late the event loop runs a 10 ms timer over the window (p99, max ms): a callback that holds the
+    loop (decoding a large OPC-UA publish response, say) delays every sample waiting behind it."""
+    loop = asyncio.get_running_loop()
+    late: list[float] = []
+    while time.time() * 1000 < until_ms:
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        late.append(loop.time() - due)
+    late.sort()
+    return (1000 * late[min(len(late) - 1, int(0.99 * len(late)))], 1000 * late[-1]) if late else (0.0, 0.0)
 
 
 def run_e2e(params: dict[str, Any]) -> BenchResult:
@@ -303,6 +323,8 @@ def _result(layout: Layout, fig: dict[str, Any], duration: float, publishing: fl
         "warm_up": "steady" if fig["steady"] else "never reached 98% of offered",
         "drain_s": round(fig["drain_s"], 1),
         **{f"{k}_messages/s": round(n / window_s) for k, n in report["in_window"].items()},
+        "loop_lag_p99/max_ms": "{:.1f}/{:.1f}".format(*fig["loop_lag_ms"]),
+        "stages p50/p99": fig["stages"], "threads CPU %": meter.threads_pct(),
     }
     return BenchResult(scenario=f"e2e-{layout.tags}", wall_s=meter.wall_s, cpu_s=meter.cpu_s,
                        samples_in=produced, samples_out=arrived, peak_rss_mib=meter.peak_rss_mib,

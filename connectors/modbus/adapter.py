@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 
 from connectors.modbus.config import SerialSettings, Table
 from gateway.errors import GatewayError
@@ -50,6 +52,32 @@ class ProtocolError(ModbusError):
     """A garbled or mismatched frame: the stream can no longer be trusted; reconnect."""
 
 
+def _decode_registers(self: Any, data: bytes) -> None:
+    """pymodbus' own decode unpacks one register per struct call (~30 µs for 125 registers); this is
+    one call, with the same byte-count check and result."""
+    if (size := data[0]) >= len(data):
+        raise ModbusIOException(f"byte_count {size} > length of packet {len(data)}",
+                                function_code=self.function_code)
+    self.registers = list(struct.unpack_from(f">{size // 2}H", data, 1))
+
+
+def _short_str(self: Any) -> str:
+    # pymodbus formats every decoded PDU for its debug log even with that log off; the base __str__
+    # prints all 125 registers of a full read
+    return (f"{type(self).__mro__[1].__name__}(dev_id={self.dev_id}, transaction_id={self.transaction_id}, "
+            f"registers={len(self.registers)})")
+
+
+class _HoldingRegisters(ReadHoldingRegistersResponse):
+    decode = _decode_registers
+    __str__ = _short_str
+
+
+class _InputRegisters(ReadInputRegistersResponse):
+    decode = _decode_registers
+    __str__ = _short_str
+
+
 class ModbusClient:
     """One Modbus connection: TCP, RTU framing over TCP, or RTU on a serial port."""
 
@@ -72,6 +100,8 @@ class ModbusClient:
                 host, port=port, framer=framer, timeout=timeout, retries=0, reconnect_delay=0,
             )
         self._client.set_max_no_responses(_NEVER_CLOSE)
+        for response in (_HoldingRegisters, _InputRegisters):
+            self._client.register(response)
 
     @property
     def connected(self) -> bool:

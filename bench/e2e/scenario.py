@@ -25,6 +25,7 @@ asyncua process writing 5,000 values a tick runs late enough to overwrite ticks 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import subprocess
@@ -197,7 +198,7 @@ async def _window(runtime: Any, layout: Layout, duration: float, window: _Window
 
     h0 = stages.snapshot(runtime.metrics.registry)
     lag = asyncio.create_task(_loop_lag(t1_ms))
-    with ProcessMeter() as meter:
+    with ProcessMeter() as meter, _GcPauses() as gc_pauses:
         await asyncio.sleep(t1_ms / 1000 - time.time())
     stage_hist = stages.since(stages.snapshot(runtime.metrics.registry), h0)
     lags = await lag
@@ -225,7 +226,32 @@ async def _window(runtime: Any, layout: Layout, duration: float, window: _Window
     return {"meter": meter, "setup_s": setup_s, "steady": steady, "drain_s": drain_s, "produced": dict(window.produced),
             "upstream": window.upstream, "report": report, "vm_count": vm_count, "others_pct": others_pct,
             "skipped_ticks": skipped, "queue_dropped": dropped, "t0_ms": t0_ms, "t1_ms": t1_ms,
-            "stages": stages.summary(stage_hist), "loop_lag_ms": lags}
+            "stages": stages.summary(stage_hist), "loop_lag_ms": lags, "gc": gc_pauses.summary()}
+
+
+class _GcPauses:
+    """The cyclic collector's runs over the window, per generation: how many and the longest (it stops
+    every thread while it runs)."""
+
+    def __init__(self) -> None:
+        self.runs: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._t0 = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.runs[info["generation"]].append(time.perf_counter() - self._t0)
+
+    def __enter__(self) -> _GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> str:
+        return " ".join(f"gen{g} {len(r)}x max {1000 * max(r, default=0.0):.1f} ms" for g, r in self.runs.items())
 
 
 async def _loop_lag(until_ms: int, period: float = 0.01) -> tuple[float, float]:
@@ -323,7 +349,7 @@ def _result(layout: Layout, fig: dict[str, Any], duration: float, publishing: fl
         "warm_up": "steady" if fig["steady"] else "never reached 98% of offered",
         "drain_s": round(fig["drain_s"], 1),
         **{f"{k}_messages/s": round(n / window_s) for k, n in report["in_window"].items()},
-        "loop_lag_p99/max_ms": "{:.1f}/{:.1f}".format(*fig["loop_lag_ms"]),
+        "loop_lag_p99/max_ms": "{:.1f}/{:.1f}".format(*fig["loop_lag_ms"]), "gc_runs": fig["gc"],
         "stages p50/p99": fig["stages"], "threads CPU %": meter.threads_pct(),
     }
     return BenchResult(scenario=f"e2e-{layout.tags}", wall_s=meter.wall_s, cpu_s=meter.cpu_s,

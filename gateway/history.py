@@ -14,7 +14,13 @@ import time
 from dataclasses import dataclass
 from html import escape
 
+from gateway.errors import GatewayError
 from gateway.model import Quality
+
+
+class HistoryUnavailable(GatewayError):
+    """The store cannot answer now (unreadable, locked, gone): the page says so instead of failing."""
+
 
 MAX_BUCKETS = 600
 RANGES: dict[str, int] = {"15m": 15 * 60, "1h": 3600, "24h": 86400}

@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config.site import HttpConfig
 from gateway.errors import HttpPortTaken
-from gateway.history import MAX_BUCKETS, RANGES, History, render_svg
+from gateway.history import MAX_BUCKETS, RANGES, History, HistoryUnavailable, render_svg
 from gateway.logs import get_logger
 from gateway.metrics import Metrics
 from gateway.redact import redact
@@ -110,6 +110,8 @@ class _ClientFaults(logging.Filter):
 
 _PROTOCOL_LOG = logging.getLogger("gateway.http.protocol")
 _PROTOCOL_LOG.addFilter(_ClientFaults())
+_LAST_MS = (2**63 - 1) // 1_000_000
+"""The last ms a zoom may reach: times are int64 ns in the store."""
 
 
 def _answer(status: int, ctype: str, body: bytes, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -245,15 +247,20 @@ class HttpEndpoint:
         now_ns = time.time_ns()
         if "since" in q or "until" in q:
             since, until = _int(q, "since", None), _int(q, "until", None)
-            if since is None or until is None or not 0 <= since < until or until - since < 1000:
-                return _json(400, {"error": "since and until are ms since the epoch, since < until, 1 s apart"})
+            if since is None or until is None or not 0 <= since < until <= _LAST_MS or until - since < 1000:
+                return _json(400, {"error": "since and until are ms since the epoch (before 2262), since < until, "
+                                            "1 s apart"})
             since_ns, until_ns = since * 1_000_000, until * 1_000_000
         else:
             span = RANGES.get(q.get("range", "15m"))
             if span is None:
                 return _json(400, {"error": f"range is one of {', '.join(RANGES)}"})
             since_ns, until_ns = now_ns - span * 1_000_000_000, now_ns
-        found = await store.history(source, device, tag, since_ns, until_ns, MAX_BUCKETS)
+        try:
+            found = await store.history(source, device, tag, since_ns, until_ns, MAX_BUCKETS)
+        except HistoryUnavailable as exc:
+            self.log.warning("history unavailable", error=str(exc))
+            return _json(503, {"error": str(exc)})
         if found is None:
             return _json(404, {"error": f"no history of {source}.{device}.{tag} in the local store"})
         return found

@@ -1,9 +1,11 @@
 """A tag's history in time buckets, aggregated by SQLite (``gateway.history`` draws it).
 
-One query per request over the ``points`` view (compacted ``history`` by its (series, ts) key, plus the
-small ``recent`` table): per bucket the mean, min and max of the numeric values, the worst quality and the
-count. Booleans are stored as 0/1 and chart as such; text and arrays (JSON text) are not numbers: a tag
-that has only those answers ``numeric=False``.
+One query per request over compacted ``history`` (by its (series, ts) key) and the small ``recent`` table:
+per bucket the mean, min and max of the numeric values, the worst quality and the count. A point delivered
+twice (at-least-once: a batch re-sent after a lost ack lands in ``recent`` again, beside its first copy or
+the compacted one) counts once: the two tables' rows are a ``UNION``, not the ``points`` view's ``UNION ALL``.
+Booleans are stored as 0/1 and chart as such; text and arrays (JSON text) are not numbers: a tag that has
+only those answers ``numeric=False``.
 """
 
 from __future__ import annotations
@@ -34,9 +36,13 @@ def read_history(conn: sqlite3.Connection, source: str, device: str, tag: str, s
                    max(CASE WHEN typeof(value) IN ('integer', 'real') THEN value END),
                    max(quality), count(*),
                    sum(typeof(value) = 'text' OR (flags & {FLAG_JSON}) != 0)
-            FROM points WHERE series_id IN ({marks}) AND ts_ns >= ? AND ts_ns < ?
+            FROM (SELECT series_id, ts_ns, value, flags, quality FROM history
+                  WHERE series_id IN ({marks}) AND ts_ns >= ? AND ts_ns < ?
+                  UNION
+                  SELECT series_id, ts_ns, value, flags, quality FROM recent
+                  WHERE series_id IN ({marks}) AND ts_ns >= ? AND ts_ns < ?)
             GROUP BY b ORDER BY b""",
-        (since_ns, width, *ids, since_ns, until_ns),
+        (since_ns, width, *ids, since_ns, until_ns, *ids, since_ns, until_ns),
     ).fetchall()
     buckets = tuple(
         Bucket(since_ns + b * width, None if mean is None else float(mean), None if lo is None else float(lo),

@@ -39,9 +39,10 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Literal, NamedTuple, TypeVar
 
-from gateway.history import History
+from gateway.history import History, HistoryUnavailable
 from gateway.model import Batch, Value
 from gateway.threads import WorkerThread
 
@@ -219,6 +220,10 @@ class TimeSeriesStore:
         self._executor: WorkerThread | None = None
         # Touched only on the executor thread.
         self._conn: sqlite3.Connection | None = None
+        # Chart reads: their own thread and read-only connection, so a 24 h query (~100 ms) never holds
+        # the writes queued behind it on the store's thread (WAL: readers and the writer do not block).
+        self._reader: WorkerThread | None = None
+        self._read_conn: sqlite3.Connection | None = None  # touched only on the reader thread
         self._ids: dict[SeriesKey, int] = {}
         self._recent_rows = 0  # rows in ``recent``; read from the loop thread to schedule compaction
 
@@ -262,6 +267,12 @@ class TimeSeriesStore:
         return await self._call(lambda: _used_bytes(self._require()))
 
     async def close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                await reader.run(self._close_reader)
+            finally:
+                reader.close()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -273,13 +284,30 @@ class TimeSeriesStore:
 
     async def history(self, source: str, device: str, tag: str, since_ns: int, until_ns: int,
                       max_buckets: int) -> History | None:
-        """A tag's points in time buckets (``connectors.sqlite.history``), read on the store's thread."""
+        """A tag's points in time buckets (``connectors.sqlite.history``), read on the reader thread; raises
+        ``HistoryUnavailable`` when the file cannot be read."""
         from connectors.sqlite.history import read_history
 
-        def read() -> History | None:
-            return read_history(self._require(), source, device, tag, since_ns, until_ns, max_buckets)
+        if self._executor is None:
+            raise RuntimeError(f"store {self.path} is not open")
+        if self._reader is None:
+            self._reader = WorkerThread(f"sqlite-{self._name}-reads")
 
-        return await self._call(read)
+        def read() -> History | None:
+            if self._read_conn is None:
+                self._read_conn = open_read_only(self.path)
+            return read_history(self._read_conn, source, device, tag, since_ns, until_ns, max_buckets)
+
+        try:
+            return await self._reader.run(read)
+        except sqlite3.Error as exc:
+            await self._reader.run(self._close_reader)  # a damaged or replaced file: open it afresh next time
+            raise HistoryUnavailable(f"the local store {self.path} cannot be read: {exc}") from exc
+
+    def _close_reader(self) -> None:
+        conn, self._read_conn = self._read_conn, None
+        if conn is not None:
+            conn.close()
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         if self._executor is None:
@@ -592,3 +620,10 @@ def decode_timestamps(ts_ns: int, src_off: int | None, gw_off: int | None) -> tu
     """``(source_ts, gateway_ts)`` of a stored point; 0 where the sample did not carry one."""
     return (ts_ns + src_off if src_off is not None else 0, ts_ns + gw_off if gw_off is not None else 0)
 
+
+def open_read_only(path: str) -> sqlite3.Connection:
+    """A read-only connection beside the writer's (``mode=ro``: it can never write, lock out the writer for
+    long, or create an empty database where the store is missing)."""
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    return conn

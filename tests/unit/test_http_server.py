@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from gateway.config.site import HttpConfig
+from gateway.history import History, HistoryUnavailable
 from gateway.http_server import LOCKOUT_FIRST, HttpEndpoint, HttpPortTaken, _Logins
 from gateway.live import LiveTags
 from gateway.logs import configure_logging
@@ -274,3 +275,36 @@ async def test_stop_closes_idle_keep_alive_connections(start: Start) -> None:
         await writer.wait_closed()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", endpoint.port)
+
+
+class _History:
+    """A HistorySource that fails as an unreadable store does, or counts what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, int]] = []
+
+    async def history(self, source: str, device: str, tag: str, since_ns: int, until_ns: int,
+                      max_buckets: int) -> History | None:
+        self.asked.append((since_ns, until_ns))
+        raise HistoryUnavailable("the local store /data/store.db cannot be read: file is not a database")
+
+
+async def test_history_answers_503_when_the_store_cannot_be_read_and_400_beyond_int64(
+        start: Start, logs: io.StringIO) -> None:
+    board = Board()
+    source = _History()
+    board.history = source
+    endpoint = await start(board)
+    base = f"http://127.0.0.1:{endpoint.port}/api/history?source=line&device=m1&tag=v"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async with session.get(f"{base}&range=1h") as r:
+            assert r.status == 503 and "cannot be read: file is not a database" in (await r.json())["error"]
+        async with session.get(f"{base}&since=0&until=9223372036855") as r:  # past int64 ns
+            assert r.status == 400 and "before 2262" in (await r.json())["error"]
+        async with session.get(f"{base}&since=0&until=9223372036854") as r:  # the last ms that fits
+            assert r.status == 503
+        svg = base.replace("/api/history?", "/api/history.svg?")
+        async with session.get(f"{svg}&range=15m") as r:
+            assert r.status == 503
+    assert source.asked[1] == (0, 9223372036854 * 1_000_000)  # the refused zoom never reached the store
+    assert '"history unavailable"' in logs.getvalue() and "Traceback" not in logs.getvalue()

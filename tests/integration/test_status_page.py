@@ -110,6 +110,12 @@ CHART = ("const svg = document.querySelector('#chart-svg svg'); if (!svg) return
          "return {title: document.getElementById('chart-title').textContent, "
          "unit: svg.querySelector('text.unit').textContent, ticks: svg.querySelectorAll('text.v-tick').length, "
          "points: Number(svg.dataset.points), line_points: line ? line.points.numberOfItems : 0}")
+SWIPE = ("const svg = document.querySelector('#chart-svg svg'), b = svg.getBoundingClientRect(); "
+         "const at = (f) => ({clientX: b.left + f * b.width, clientY: b.top + b.height / 2, bubbles: true, "
+         "pointerId: 7, pointerType: 'touch'}); "
+         "svg.dispatchEvent(new PointerEvent('pointerdown', at(arguments[0]))); "
+         "svg.dispatchEvent(new PointerEvent('pointerup', at(arguments[1])))")
+SPAN = "const s = document.querySelector('#chart-svg svg'); return s && s.dataset.until - s.dataset.since"
 ALARM_ROWS = ("return [...document.querySelectorAll('#alarms tbody tr')].map(r => [r.dataset.alarm, "
               "r.querySelector('td.severity').textContent, r.cells[3].textContent])")
 TAG_CELLS = ("const r = document.querySelector(`#tags tr[data-tag='${arguments[0]}']`); "
@@ -166,6 +172,13 @@ async def test_alarm_appears_and_clears_a_frozen_value_and_state_words(
         await eventually(lambda: browser.js("return document.querySelector(`#chart-panel button.on`).dataset.range")
                          == "1h")
         assert browser.js(CHART)["points"] >= drawn["points"]
+        # a finger's swipe across the chart zooms (pointer events, as a mouse drag does); Escape closes it
+        browser.js(SWIPE, 0.5, 0.9)
+        span = await eventually(lambda: not browser.js("return document.getElementById('chart-reset').hidden")
+                                and browser.js(SPAN))
+        assert 1000 <= span < 0.5 * 3600_000
+        browser.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))")
+        assert browser.js("return document.getElementById('chart-panel').hidden") is True
 
         await runtime.write_tag("line", "oven", "temp", 60.0)
         await eventually(lambda: browser.js("return document.getElementById('no-alarms').hidden") is False)

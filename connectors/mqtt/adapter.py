@@ -394,8 +394,10 @@ class MqttLink:
             client.subscribe(topic, qos)
         self._connected.set()
         self._set_async_connected(True)
+        # resent: messages published before and not acknowledged, which paho now sends again (read racily
+        # from the loop's counter: for the log only)
         self.log.info("mqtt connected", broker=self.endpoint, session_present=bool(flags.session_present),
-                      reconnected=self._problem is not None, failovers=self.failovers)
+                      reconnected=self._problem is not None, failovers=self.failovers, resent=self._outstanding)
         self._problem = None
         self._reported.clear()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import ssl
 import sys
@@ -33,7 +34,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from connectors.mqtt.config import MqttSinkConfig
+from connectors.mqtt.presence import RETAINED_WAIT, Presence
 from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.fleet.message import GatewayStatus
 from gateway.threads import WorkerThread
 
 # v5 PUBACK reason codes that mean "later" rather than "never": not authorized (a broker ACL being
@@ -68,21 +71,30 @@ class _Write:
 
 
 class MqttLink:
-    """One MQTT connection: connect forever with backoff, birth/last will, acked publishing, subscribe."""
+    """One MQTT connection: connect forever with backoff, the gateway's status and last will (with a
+    ``Presence``), acked publishing, subscribe.
+
+    With a presence, the link counts as connected (``publish_all`` works) only once it went *online*: at
+    once on the process's first connect, after reading the retained status on every later one (see
+    ``connectors.mqtt.presence``). A link that finds itself replaced disconnects cleanly and stays down.
+    """
 
     def __init__(
         self,
         config: MqttSinkConfig,
         *,
         client_id: str,
-        status_topic: str,
         log: structlog.stdlib.BoundLogger,
+        presence: Presence | None = None,
         on_message: Callable[[InboundMessage], None] | None = None,
+        on_replaced: Callable[[GatewayStatus], None] | None = None,
     ) -> None:
         self.config = config
-        self.status_topic = status_topic
+        self.presence = presence
+        self.status_topic = presence.topic if presence is not None else ""
         self.log = log
         self._on_message_cb = on_message
+        self._on_replaced_cb = on_replaced
         self._loop: asyncio.AbstractEventLoop | None = None
         self._v5 = config.protocol == "5"
         if self._v5:
@@ -101,7 +113,8 @@ class MqttLink:
             client.username_pw_set(config.username, pw)
         if config.tls is not None and config.tls.enabled:
             client.tls_set_context(self._ssl_context())
-        client.will_set(status_topic, b"offline", qos=1, retain=True)
+        if presence is not None:
+            client.will_set(self.status_topic, presence.status("offline").to_json(), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -121,6 +134,10 @@ class MqttLink:
         self._connected_async = asyncio.Event()
         self._subscriptions: list[tuple[str, int]] = []
         self._stopping = False
+        self._seq = 0  # connections accepted so far; a callback for an older one is stale
+        self._checking: asyncio.TimerHandle | None = None  # waiting for the retained status (rule 2)
+        self.replaced_by: GatewayStatus | None = None
+        """Another instance of this gateway that took its id; the link then stays down for good."""
         self._problem: str | None = None  # the last reason we are not connected, logged once per change
         self.connects = 0
         self.refusals = 0
@@ -162,9 +179,12 @@ class MqttLink:
         self._client.loop_start()
 
     async def stop(self, timeout: float = 2.0) -> None:
-        """Publish ``offline`` (a clean stop does not fire the will), disconnect, end the thread."""
-        if self._connected.is_set():
-            info = self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
+        """Publish the status as ``offline`` (a clean stop does not fire the will), disconnect, end the thread."""
+        if self._checking is not None:
+            self._checking.cancel()
+        if self._connected.is_set() and self.presence is not None:
+            offline = self.presence.status("offline").to_json()
+            info = self._client.publish(self.status_topic, offline, qos=1, retain=True)
             w = self._track([info.mid]) if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS,) else None
             if w is not None:
                 with contextlib.suppress(TimeoutError):
@@ -183,6 +203,15 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    def publish_status(self) -> None:
+        """The gateway's status now, retained, and the same as ``offline`` for the last will (the will goes
+        with the next connect, so it says when the gateway was last seen). Only while online."""
+        if self.presence is None or not self._connected.is_set():
+            return
+        status = self.presence.status()
+        self._client.publish(self.status_topic, status.to_json(), 1, True)
+        offline = dataclasses.replace(status, state="offline")
+        self._client.will_set(self.status_topic, offline.to_json(), qos=1, retain=True)
     async def wait_connected(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected_async.wait(), timeout)
@@ -200,6 +229,9 @@ class MqttLink:
     async def publish_all(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool) -> None:
         """Publish ``messages`` in order and return once the broker acked every one of them."""
         if not self._connected.is_set():
+            if self.replaced_by is not None:
+                raise RetryableSinkError(f"stopped: gateway id {self.replaced_by.id!r} is run by another instance "
+                                         f"(host {self.replaced_by.host})")
             raise RetryableSinkError(f"not connected to the broker: {self._problem or 'connecting'}")
         w = _Write()
         publish = self._client.publish
@@ -340,14 +372,20 @@ class MqttLink:
         inflight = self.config.max_inflight if receive_max is None else min(self.config.max_inflight, receive_max)
         # paho's setter refuses while connected; the private field is what its send window reads.
         client._max_inflight_messages = inflight
-        client.publish(self.status_topic, b"online", qos=1, retain=True)
+        if self.presence is not None:
+            client.subscribe(self.status_topic, 1)  # how a replaced gateway learns it (presence rules 2, 3)
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
-        self._connected.set()
-        self._set_async_connected(True)
+        self._seq += 1
         self.log.info("mqtt connected", host=self.config.host, port=self.config.port,
                       session_present=bool(flags.session_present), reconnected=self._problem is not None)
         self._problem = None
+        if self.presence is None:
+            self._connected.set()
+            self._set_async_connected(True)
+        elif self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                self._loop.call_soon_threadsafe(self._arrived, self._seq, self.connects == 1)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         exc = sys.exc_info()[1]  # paho calls this inside its `except OSError:` block
@@ -371,7 +409,12 @@ class MqttLink:
             self._report(f"connection lost: {reason.getName()}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: Any) -> None:
-        if self._on_message_cb is None or self._loop is None:
+        if self._loop is None:
+            return
+        if self.presence is not None and msg.topic == self.status_topic:
+            self._loop.call_soon_threadsafe(self._status_seen, bool(msg.retain), bytes(msg.payload))
+            return
+        if self._on_message_cb is None:
             return
         props = getattr(msg, "properties", None)
         inbound = InboundMessage(
@@ -382,6 +425,59 @@ class MqttLink:
             expiry=getattr(props, "MessageExpiryInterval", None) if props is not None else None,
         )
         self._loop.call_soon_threadsafe(self._on_message_cb, inbound)
+
+    # --- presence (event loop) -------------------------------------------------------------------
+
+    def _arrived(self, seq: int, first: bool) -> None:
+        """A connect was accepted: go online at once the first time (rule 1), else read the retained status
+        first (rule 2), publishing anyway after ``RETAINED_WAIT`` if the broker has none."""
+        if seq != self._seq or self.replaced_by is not None:
+            return
+        if first:
+            self._online(seq)
+        else:
+            if self._checking is not None:
+                self._checking.cancel()
+            assert self._loop is not None
+            self._checking = self._loop.call_later(RETAINED_WAIT, self._online, seq)
+
+    def _online(self, seq: int) -> None:
+        self._checking = None
+        if seq != self._seq or self.replaced_by is not None or not self._client.is_connected():
+            return
+        self._connected.set()
+        self._connected_async.set()
+        self.publish_status()
+
+    def _status_seen(self, retained: bool, payload: bytes) -> None:
+        presence = self.presence
+        if presence is None or self.replaced_by is not None:
+            return
+        checking = self._checking is not None
+        other = presence.replaced_by_live(payload)
+        if other is None and checking and retained:
+            other = presence.replaced_by_retained(payload)
+        if other is not None:
+            self._stand_down(other)
+        elif checking and retained:  # the retained status is ours, or nobody's claim: carry on at once
+            assert self._checking is not None
+            self._checking.cancel()
+            self._online(self._seq)
+
+    def _stand_down(self, other: GatewayStatus) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
+            self._checking = None
+        self.replaced_by = other
+        self._stopping = True  # a deliberate disconnect: not a lost connection
+        self._connected.clear()
+        self._connected_async.clear()
+        self._client.disconnect()  # clean, so no last will overwrites the other instance's status; no reconnect
+        self.log.error("mqtt: another instance of this gateway is online on the broker; stopped publishing "
+                       "and disconnected for good", gateway=other.id, other_host=other.host,
+                       other_instance=other.instance)
+        if self._on_replaced_cb is not None:
+            self._on_replaced_cb(other)
 
     def _keep_backoff(self, lasted: float) -> None:
         """paho resets its reconnect delay at every accepted CONNACK. A connection that stayed up for

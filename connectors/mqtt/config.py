@@ -16,6 +16,8 @@ from gateway.config.base import (
 )
 
 TOPIC_FIELDS = TEMPLATE_FIELDS
+STATUS_FIELDS = frozenset({"enterprise", "site", "area", "line", "gateway"})
+"""Placeholders of the status topic: the site's and the gateway's id (``gateway.id``)."""
 
 
 def check_topic(template: str, allowed: frozenset[str] = TOPIC_FIELDS) -> str:
@@ -74,7 +76,9 @@ class MqttSinkConfig(SinkConfigBase):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     protocol: Literal["3.1.1", "5"] = "5"
-    client_id: str = Field("", description="default: edge-gateway-<site>-<sink name>")
+    client_id: str = Field(
+        "", description="default: edge-gateway-<site>-<sink name>, or edge-gateway-<site>-<gateway.id>-<sink name> "
+        "when gateway.id is set (every gateway of a fleet needs its own)")
     username: str | None = None
     password: SecretStr | None = None
     keepalive: Duration = Field(30.0, ge=5, description="MQTT keep-alive")
@@ -97,8 +101,10 @@ class MqttSinkConfig(SinkConfigBase):
     retain: bool = Field(False, description="publish values retained (a new subscriber sees the last value)")
     units: bool = Field(True, description="carry each tag's unit in the payload")
     status_topic: str = Field(
-        "{enterprise}/{site}/{area}/{line}/gateway/status",
-        description="retained `online` on connect, `offline` as last will and on a clean stop",
+        "{enterprise}/{site}/{area}/{line}/gateway/{gateway}/status",
+        description="the gateway's retained status message (JSON: id, state online/offline, version, uptime, "
+        "devices ok/bad, backlog, last delivery, config hash): on connect, every gateway.status_interval and on "
+        "a change; state offline as last will and on a clean stop. {gateway} is gateway.id",
     )
     max_pending: int = Field(
         10_000, ge=1, le=60_000, description="messages published but not yet acked (paho refuses past 65,535)"
@@ -118,10 +124,15 @@ class MqttSinkConfig(SinkConfigBase):
         check_at_least(self, "reconnect_max", "reconnect_min")
         return self
 
-    @field_validator("topic", "status_topic")
+    @field_validator("topic")
     @classmethod
     def _topic(cls, value: str | None) -> str | None:
         return None if value is None else check_topic(value, TOPIC_FIELDS)
+
+    @field_validator("status_topic")
+    @classmethod
+    def _status_topic(cls, value: str) -> str:
+        return check_topic(value, STATUS_FIELDS)
 
     @model_validator(mode="after")
     def _layout_fields(self) -> MqttSinkConfig:

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 def _build(name: str, config: MqttSinkConfig, ctx: BuildContext) -> Sink:
     from connectors.mqtt.sink import MqttSink
 
-    sink = MqttSink(name, config, ctx.site, log=ctx.log.bind(sink=name), value_maps=ctx.value_maps)
+    sink = MqttSink(name, config, ctx.site, log=ctx.log.bind(sink=name), value_maps=ctx.value_maps,
+                    fleet=ctx.fleet, explicit_id=ctx.gateway_id)
     if config.commands.enabled:
         from connectors.mqtt.commands import CommandHandler
 

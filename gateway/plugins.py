@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from gateway.config.site import SiteConfig
     from gateway.contracts import DeadLetters, Sink, Source
     from gateway.fleet.member import FleetMember
+    from gateway.fleet.message import StatusQuery
     from gateway.metrics import Metrics
 
 SOURCES_GROUP = "edge_gateway.sources"
@@ -98,6 +99,10 @@ class SinkPlugin(Generic[SnkCfg]):
     description: str = ""
     requires: tuple[str, ...] = ()
     extra: str = ""
+    read_status: Callable[[StatusQuery], list[tuple[str, bytes]]] | None = None
+    """Optional, for a sink that publishes the gateway's status message (MQTT): read the retained messages
+    on some topics back from its kind of uplink, ``(topic, payload)`` each (``edge-gateway fleet status``);
+    raises ``gateway.errors.GatewayError`` with a one-line reason when the uplink cannot be reached."""
 
 
 @dataclass(frozen=True, slots=True)

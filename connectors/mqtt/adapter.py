@@ -22,6 +22,7 @@ import ssl
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,8 @@ from paho.mqtt.properties import Properties
 
 from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.presence import RETAINED_WAIT, Presence
-from gateway.errors import PermanentSinkError, RetryableSinkError
-from gateway.fleet.message import GatewayStatus
+from gateway.errors import GatewayError, PermanentSinkError, RetryableSinkError
+from gateway.fleet.message import GatewayStatus, StatusQuery
 from gateway.threads import WorkerThread
 
 # v5 PUBACK reason codes that mean "later" rather than "never": not authorized (a broker ACL being
@@ -509,3 +510,72 @@ class MqttLink:
         ev = self._connected_async
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(ev.set if up else ev.clear)
+
+
+def read_retained(query: StatusQuery) -> list[tuple[str, bytes]]:
+    """The messages on ``query.topics`` within a short window after subscribing: the retained ones first
+    (``edge-gateway fleet status``). MQTT 3.1.1, a throw-away clean session, QoS 1 subscriptions; no will,
+    nothing published. Blocking. Ends at ``timeout``, once every ``expect``ed topic answered, or when no
+    message came for ``_QUIET`` seconds after the broker acknowledged the subscriptions."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-gateway-fleet-{uuid.uuid4().hex[:10]}",
+                         protocol=mqtt.MQTTv311, clean_session=True)
+    if query.username is not None:
+        client.username_pw_set(query.username, query.password)
+    if query.ca_file is not None:
+        try:
+            client.tls_set_context(ssl.create_default_context(cafile=query.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise GatewayError(f"cannot load the CA file {query.ca_file}: {exc}") from None
+    lock = threading.Lock()
+    got: list[tuple[str, bytes]] = []
+    state: dict[str, Any] = {"connected": None, "subacks": 0, "last": 0.0}
+
+    def on_connect(c: mqtt.Client, ud: Any, flags: Any, reason: Any, props: Any) -> None:
+        state["connected"] = reason.getName() if reason.is_failure else ""
+        if not reason.is_failure:
+            for topic in query.topics:
+                c.subscribe(topic, 1)
+
+    def on_subscribe(c: mqtt.Client, ud: Any, mid: int, reasons: Any, props: Any) -> None:
+        with lock:
+            state["subacks"] += 1
+            state["last"] = time.monotonic()
+
+    def on_message(c: mqtt.Client, ud: Any, msg: Any) -> None:
+        with lock:
+            got.append((msg.topic, bytes(msg.payload)))
+            state["last"] = time.monotonic()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    deadline = time.monotonic() + query.timeout
+    try:
+        client.connect(query.host, query.port, keepalive=30)
+    except (OSError, ssl.SSLError) as exc:
+        raise GatewayError(f"cannot connect to the broker {query.host}:{query.port}: {exc}") from None
+    client.loop_start()
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            with lock:
+                if state["connected"]:
+                    raise GatewayError(f"the broker {query.host}:{query.port} refused the connection: "
+                                       f"{state['connected']}")
+                seen = {t for t, _ in got}
+                if state["subacks"] >= len(query.topics):
+                    if query.expect and query.expect <= seen:
+                        break
+                    if time.monotonic() - state["last"] > _QUIET:
+                        break
+        if state["connected"] is None:
+            raise GatewayError(f"the broker {query.host}:{query.port} did not answer within {query.timeout:g} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    with lock:
+        return list(got)
+
+
+_QUIET = 0.5
+"""Retained messages come in one burst after each SUBACK: half a second without one ends the read."""

@@ -107,3 +107,19 @@ class GatewayStatus:
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"malformed status message: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusQuery:
+    """What ``fleet status`` asks a broker for: the retained messages on ``topics`` (filters)."""
+
+    host: str
+    port: int
+    topics: tuple[str, ...]
+    timeout: float = 3.0
+    """Longest wait; the read ends earlier once every ``expect``ed topic answered, or messages stopped."""
+    expect: frozenset[str] = frozenset()
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    """TLS with this CA (PEM); None: plain TCP."""

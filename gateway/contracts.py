@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from gateway.model import Batch, Sample, Value
 
 if TYPE_CHECKING:
-    from gateway.health import SourceHealth
+    from gateway.health import SourceHealth, UplinkState
     from gateway.history import History
     from gateway.writes import WriteKind
 
@@ -109,6 +109,16 @@ class UplinkProbe(Protocol):
     """
 
     async def wait_uplink(self, timeout: float) -> bool: ...
+
+
+@runtime_checkable
+class UplinkReport(Protocol):
+    """Optional for sinks with several uplink endpoints (the brokers of a cluster, several write endpoints):
+    ``uplink`` says which one the sink is on now and how often it moved (``gateway.health.UplinkState``).
+    ``/api/status`` shows it per sink and ``/metrics`` exports it; ``/health`` never names an endpoint. Read
+    when asked, from any thread's latest writes: keep it cheap."""
+
+    def uplink(self) -> UplinkState: ...
 
 
 @runtime_checkable

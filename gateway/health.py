@@ -5,7 +5,10 @@ each device as its reads succeed or fail: plain attribute writes, cheap enough f
 Prometheus families ``edgegw_device_connected``, ``edgegw_device_errors_total``,
 ``edgegw_device_last_good_read_timestamp_seconds``, ``edgegw_component_up`` and
 ``edgegw_component_restarts_total``, the status page and ``/health`` are all views of these objects, read
-when asked; a plug-in cannot "forget a gauge" and show as healthy.
+when asked; a plug-in cannot "forget a gauge" and show as healthy. A sink with several uplink endpoints (a
+broker cluster, several write endpoints) answers ``UplinkState`` (``gateway.contracts.UplinkReport``): the
+endpoint it is on and how often it moved, exported as ``edgegw_sink_uplink`` and
+``edgegw_sink_failovers_total``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.contracts import UplinkReport
 
 NS = "edgegw"
 
@@ -102,6 +110,21 @@ class SourceHealth:
         return found
 
 
+@dataclass(frozen=True, slots=True)
+class UplinkState:
+    """Which of its uplink endpoints a sink is on (``gateway.contracts.UplinkReport``)."""
+
+    endpoint: str
+    """The endpoint connected to, or being tried when not connected (``host:port`` or a URL without
+    credentials): for the authenticated status and metrics, never ``/health``."""
+    connected: bool | None
+    """The link to it is up (None: the sink has no standing link, e.g. HTTP)."""
+    endpoints: int
+    """How many endpoints are configured."""
+    failovers: int
+    """Times the sink moved to another endpoint since it was built."""
+
+
 class ComponentState:
     """A supervised component (a source or a sink's delivery loop) as its supervisor sees it."""
 
@@ -118,6 +141,15 @@ class HealthRegistry(Collector):
     def __init__(self) -> None:
         self.sources: dict[str, SourceHealth] = {}
         self.components: dict[str, ComponentState] = {}
+        self.uplinks: dict[str, UplinkReport] = {}
+        """Sink name -> the sink, for those that report their uplink endpoint."""
+
+    def set_uplink(self, sink: str, report: UplinkReport | None) -> None:
+        """Register (or, with None, forget) a sink's uplink report; a rebuilt sink replaces the old one."""
+        if report is None:
+            self.uplinks.pop(sink, None)
+        else:
+            self.uplinks[sink] = report
 
     def add_source(self, health: SourceHealth) -> None:
         """Register (or, on a rebuild of the same source, replace) a source's health."""
@@ -157,6 +189,10 @@ class HealthRegistry(Collector):
         up = GaugeMetricFamily(f"{NS}_component_up", "1 while a supervised component runs", labels=["component"])
         restarts = CounterMetricFamily(f"{NS}_component_restarts",
                                        "Restarts of a supervised component after a failure", labels=["component"])
+        uplink = GaugeMetricFamily(f"{NS}_sink_uplink", "The endpoint a sink is on (1 connected, 0 trying it)",
+                                   labels=["sink", "endpoint"])
+        failovers = CounterMetricFamily(f"{NS}_sink_failovers", "Moves of a sink to another uplink endpoint",
+                                        labels=["sink"])
         if fill:
             for source, health in list(self.sources.items()):
                 for device, d in list(health.devices.items()):
@@ -169,4 +205,8 @@ class HealthRegistry(Collector):
             for name, c in list(self.components.items()):
                 up.add_metric([name], 1.0 if c.running else 0.0)
                 restarts.add_metric([name], c.restarts)
-        yield from (connected, errors, last_good, up, restarts)
+            for sink, report in list(self.uplinks.items()):
+                st = report.uplink()
+                uplink.add_metric([sink, st.endpoint], 0.0 if st.connected is False else 1.0)
+                failovers.add_metric([sink], st.failovers)
+        yield from (connected, errors, last_good, up, restarts, uplink, failovers)

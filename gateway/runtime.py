@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.config.base import SEVERITIES, SinkConfigBase, SourceConfigBase
 from gateway.config.loader import GatewayConfig
-from gateway.contracts import HistorySource, Sink, Source, WritableSource
+from gateway.contracts import HistorySource, Sink, Source, UplinkReport, WritableSource
 from gateway.deadletters import spool_path as spool_file
 from gateway.delivery import DeliveryLoop, WriteRejections
 from gateway.errors import WriteError
@@ -127,6 +127,7 @@ class Runtime:
         _check_contract(sink, "sink", kcfg.type, ("name", "open", "write", "close", "health_problems"))
         self.sinks[name] = sink
         self._pick_history()
+        self.metrics.health.set_uplink(name, sink if isinstance(sink, UplinkReport) else None)
         self.deliveries[name] = DeliveryLoop(
             sink, self.spool, kcfg.sources, self.metrics, max_samples=kcfg.batch_max_samples,
             retry_initial=kcfg.retry_initial, retry_max=kcfg.retry_max, linger=kcfg.linger, rejections=rejections,
@@ -303,6 +304,7 @@ class Runtime:
                 max_pending_age=kcfg.max_pending_age,
                 last_delivery=d.last_delivery_wall, failing=d.failing, last_error=d.last_error,
                 dropped=sum(dropped.get(name, {}).values()), problems=tuple(d.health_problems()),
+                uplink=d.sink.uplink() if isinstance(d.sink, UplinkReport) else None,
             ))
         return out
 
@@ -430,6 +432,7 @@ class Runtime:
                 if name in sink_changes.removed:
                     await self._release_sink(name)
                     self.metrics.health.forget_component(f"sink:{name}")
+                    self.metrics.health.set_uplink(name, None)
             for name in sorted(sink_changes.added | sink_changes.changed):
                 self._build_sink(name, new.sinks[name])
                 self._start_sink(name)

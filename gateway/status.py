@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.contracts import HistorySource
+from gateway.health import UplinkState
 from gateway.live import LiveTags, TagView
 from gateway.metrics import Metrics
 from gateway.model import Quality, Sample, Value
@@ -44,6 +45,8 @@ class SinkState:
     """Samples this sink will never get (spool overflow, age, disk full), kept across reloads."""
     problems: tuple[str, ...] = ()
     """Short public reasons why the sink is unhealthy now (see ``Sink.health_problems``)."""
+    uplink: UplinkState | None = None
+    """The uplink endpoint it is on, for sinks that report it (``gateway.contracts.UplinkReport``)."""
 
 
 def iso(ns: int) -> str:
@@ -167,6 +170,9 @@ class StatusBoard:
                 "failing": st.failing, "last_error": st.last_error, "dropped": st.dropped,
                 "problems": list(st.problems),
                 "healthy": st.oldest_pending_age <= st.max_pending_age and not st.problems,
+                "uplink": None if st.uplink is None else {
+                    "endpoint": st.uplink.endpoint, "connected": st.uplink.connected,
+                    "endpoints": st.uplink.endpoints, "failovers": st.uplink.failovers},
             })
         return out
 

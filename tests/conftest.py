@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from tests.gateways import StartGateway, gateways
-from tests.servers import Mosquitto, VictoriaMetrics, mosquitto, victoria_metrics
+from tests.servers import Mosquitto, NatsCluster, VictoriaMetrics, mosquitto, victoria_metrics
+from tests.servers import nats_cluster as run_nats_cluster
 
 _INTEGRATION_DIRS = ("integration", "interop")
 
@@ -30,6 +31,23 @@ def mosquitto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosqu
 def victoria_metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
     with victoria_metrics(tmp_path_factory.mktemp("victoria-metrics")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def nats_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """The session's one nats-server cluster; tests take it through ``nats_cluster``."""
+    with run_nats_cluster(tmp_path_factory.mktemp("nats")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def nats_cluster(nats_cluster_session: NatsCluster) -> Iterator[NatsCluster]:
+    """A 3-node nats-server cluster serving MQTT 3.1.1 (``.hosts``: the nodes' MQTT listeners), every node up
+    and ready. A test may ``kill`` and ``restart`` nodes: whatever it left down is started again afterwards.
+    JetStream keeps MQTT sessions across tests: give each client an id of its own."""
+    nats_cluster_session.heal()
+    yield nats_cluster_session
+    nats_cluster_session.heal()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
-"""Real servers for integration tests: mosquitto and VictoriaMetrics, each started on a free port on
-127.0.0.1 with its own data directory, and stopped afterwards. A missing binary is an error, never a skip:
-``./dev test`` installs them."""
+"""Real servers for integration tests: mosquitto, VictoriaMetrics and a 3-node nats-server cluster (MQTT
+3.1.1 on each node), each started on free ports on 127.0.0.1 with its own data directories, and stopped
+afterwards. A missing binary is an error, never a skip: ``./dev test`` installs them."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.servers import binary, free_port, stop_processes, wait_port
+from bench.servers import NatsCluster, NatsNode, binary, free_port, nats_cluster, stop_processes, wait_port
 
-__all__ = ["Mosquitto", "VictoriaMetrics", "free_port", "mosquitto", "stop_processes", "victoria_metrics",
-           "wait_port"]
+__all__ = ["Mosquitto", "NatsCluster", "NatsNode", "VictoriaMetrics", "free_port", "mosquitto", "nats_cluster",
+           "stop_processes", "victoria_metrics", "wait_port"]
 
 
 @dataclass(frozen=True)

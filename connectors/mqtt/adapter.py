@@ -10,6 +10,13 @@ broker acked each of its messages (PUBACK for QoS 1, PUBCOMP for QoS 2, the sock
 paho's ``wait_for_publish`` is not used: it raises for messages queued while offline even after they
 were delivered. Messages of QoS 1/2 published while the link is down stay in paho's in-memory queue
 and go out on reconnect, so a write in progress keeps waiting for them instead of failing.
+
+Failover (``hosts``): one paho client walks the brokers of a cluster. A failed connect, a refused or
+unanswered CONNECT and a lost link each move to the next broker at once; only when every broker failed in
+a row does the reconnect backoff apply. ``on_pre_connect`` points paho at the chosen broker just before
+each attempt. The unacknowledged QoS 1 messages stay in paho's queue across the switch and are re-sent to
+the new broker (with DUP), so the write waiting for them completes there: a sample counts as delivered once
+the cluster acknowledged it, whichever node did.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from gateway.threads import WorkerThread
 # fixed must not cost data) and quota exceeded.
 _RETRYABLE_REASONS = frozenset({0x87, 0x97})
 _AUTH_FAILURES = frozenset({"Not authorized", "Bad user name or password"})
+_VERSION_REFUSALS = frozenset({"Unsupported protocol version"})
 STABLE_AFTER = 30.0
 """Seconds a connection must stay up before the reconnect backoff starts again from ``reconnect_min``."""
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
@@ -59,6 +67,11 @@ class InboundMessage:
     correlation_data: bytes | None
     expiry: int | None
     """v5 message expiry interval left when the broker forwarded it (seconds), if the sender set one."""
+
+
+def endpoint_text(host: str, port: int) -> str:
+    """``host:port`` as configured (IPv6 in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Write:
@@ -122,6 +135,17 @@ class MqttLink:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
+        client.on_pre_connect = self._on_pre_connect
+        self._endpoints = config.endpoints()
+        self._at = 0  # index of the broker being tried or connected to (changed on paho's thread only)
+        self._tried = 0  # brokers failed in a row since the last connection that stayed up
+        self._round_delay = 0.0  # backoff once every broker failed in a row (several hosts)
+        self._attempt_open = False  # a CONNECT went out and no CONNACK answered it yet
+        self._last_connected: int | None = None
+        self.failovers = 0
+        """Connections made to another broker than the one connected to before (``hosts``)."""
+        self.attempts = 0
+        """Connection attempts made (each CONNECT, or TCP connect that failed)."""
         self._sock: Any = None
         self._client = client
         self._lock = threading.Lock()
@@ -139,12 +163,15 @@ class MqttLink:
         self._checking: asyncio.TimerHandle | None = None  # waiting for the retained status (rule 2)
         self.replaced_by: GatewayStatus | None = None
         """Another instance of this gateway that took its id; the link then stays down for good."""
-        self._problem: str | None = None  # the last reason we are not connected, logged once per change
+        self._problem: str | None = None  # the last reason we are not connected
+        self._reported: dict[str, str] = {}  # broker -> the problem last logged for it (once per change)
         self.connects = 0
         self.refusals = 0
         """CONNACKs that refused us (wrong credentials, ...); paho's backoff keeps doubling across them."""
         self.login_refused = False
         """The broker's last answer refused our credentials (cleared by the next accepted connect)."""
+        self.protocol_refused = False
+        """The broker's last answer refused the MQTT version (an MQTT 5 CONNECT to a 3.1.1-only broker)."""
         self._losses: deque[float] = deque(maxlen=64)  # monotonic times of lost connections
         self._up_since: float | None = None
         self._flap_delay = 0.0  # reconnect delay kept across connections that did not stay up
@@ -168,15 +195,16 @@ class MqttLink:
     async def start(self) -> None:
         """Connect in the background (retrying forever) and return at once."""
         self._loop = asyncio.get_running_loop()
+        host, port = self._endpoints[0]
         props = None
         if self._v5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = int(self.config.session_expiry)
             # clean_start False resumes the broker session (and its queued messages) on every connect
-            self._client.connect_async(self.config.host, self.config.port, keepalive=int(self.config.keepalive),
+            self._client.connect_async(host, port, keepalive=int(self.config.keepalive),
                                        clean_start=self.config.clean_start, properties=props)
         else:
-            self._client.connect_async(self.config.host, self.config.port, keepalive=int(self.config.keepalive))
+            self._client.connect_async(host, port, keepalive=int(self.config.keepalive))
         self._client.loop_start()
 
     async def stop(self, timeout: float = 2.0) -> None:
@@ -213,6 +241,12 @@ class MqttLink:
         self._client.publish(self.status_topic, status.to_json(), 1, True)
         offline = dataclasses.replace(status, state="offline")
         self._client.will_set(self.status_topic, offline.to_json(), qos=1, retain=True)
+
+    @property
+    def endpoint(self) -> str:
+        """The broker connected to, or being tried (``host:port``)."""
+        return endpoint_text(*self._endpoints[self._at])
+
     async def wait_connected(self, timeout: float) -> bool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected_async.wait(), timeout)
@@ -357,16 +391,32 @@ class MqttLink:
             self._acks.append((mid, code, reason.getName() if code else ""))
             self._wake()
 
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        """Point paho at the broker to try next. reconnect() has already left the closed state here, so
+        paho's host/port setters would refuse: write the fields they guard."""
+        self._attempt_open = True
+        self.attempts += 1
+        client._host, client._port = self._endpoints[self._at]
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._attempt_open = False
         if reason.is_failure:
             self.refusals += 1
-            self.login_refused = reason.getName() in _AUTH_FAILURES
-            self._report(f"broker refused the connection: {reason.getName()}",
-                         hint="check username/password" if reason.getName() in _AUTH_FAILURES else None)
+            name = reason.getName()
+            self.login_refused = name in _AUTH_FAILURES
+            self.protocol_refused = name in _VERSION_REFUSALS
+            hint = ("check username/password" if self.login_refused
+                    else 'set protocol: "3.1.1": this broker does not speak MQTT 5' if self.protocol_refused else None)
+            self._report(f"broker refused the connection: {name}", hint=hint)
+            self._next_broker()
             return
         self.connects += 1
         self.login_refused = False
+        self.protocol_refused = False
         self._up_since = time.monotonic()
+        if self._last_connected is not None and self._last_connected != self._at:
+            self.failovers += 1
+        self._last_connected = self._at
         # A v5 broker states how many QoS 1/2 messages it takes in flight; mosquitto silently drops
         # QoS 2 messages beyond it while paho ignores the PUBREC reason code, so stay within it.
         receive_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
@@ -378,9 +428,10 @@ class MqttLink:
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
         self._seq += 1
-        self.log.info("mqtt connected", host=self.config.host, port=self.config.port,
-                      session_present=bool(flags.session_present), reconnected=self._problem is not None)
+        self.log.info("mqtt connected", broker=self.endpoint, session_present=bool(flags.session_present),
+                      reconnected=self._problem is not None, failovers=self.failovers)
         self._problem = None
+        self._reported.clear()
         if self.presence is None:
             self._connected.set()
             self._set_async_connected(True)
@@ -396,18 +447,49 @@ class MqttLink:
             msg = f"TLS handshake failed: {exc}"
         else:
             msg = f"cannot connect: {exc}" if exc is not None else "cannot connect"
+        self._attempt_open = False
         self._report(msg)
+        self._next_broker()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         was = self._connected.is_set()
+        unanswered, self._attempt_open = self._attempt_open, False
         self._connected.clear()
         self._set_async_connected(False)
-        if was and not self._stopping:
+        if self._stopping:
+            return
+        if was:
             now = time.monotonic()
             self._losses.append(now)
-            self._keep_backoff(now - (self._up_since or now))
-        if was and not self._stopping:
+            lasted = now - (self._up_since or now)
+            if len(self._endpoints) == 1:
+                self._keep_backoff(lasted)
+            elif lasted >= STABLE_AFTER:  # a connection that stayed up starts a fresh round of brokers
+                self._tried = 0
+                self._round_delay = 0.0
             self._report(f"connection lost: {reason.getName()}")
+            self._next_broker()
+        elif unanswered:  # the broker closed the connection before answering the CONNECT
+            self._report(f"connection closed before the broker answered: {reason.getName()}")
+            self._next_broker()
+
+    def _next_broker(self) -> None:
+        """After a failure on the current broker (network thread): with several brokers, the next one is tried
+        at once; once every one failed in a row, the next round waits the reconnect backoff (doubling from
+        ``reconnect_min`` to ``reconnect_max``). A single broker keeps paho's own backoff."""
+        n = len(self._endpoints)
+        if n == 1:
+            return
+        self._at = (self._at + 1) % n
+        self._tried += 1
+        if self._tried < n:
+            delay = 0.0
+        else:
+            self._tried = 0
+            low, high = max(1, round(self.config.reconnect_min)), max(1, round(self.config.reconnect_max))
+            self._round_delay = delay = min(high, max(low, self._round_delay * 2))
+        with self._client._reconnect_delay_mutex:  # paho doubles this before its next wait (any float will do)
+            self._client._reconnect_delay = delay / 2  # type: ignore[assignment]
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: Any) -> None:
         if self._loop is None:
@@ -498,11 +580,14 @@ class MqttLink:
         return sum(1 for t in self._losses if t >= cutoff)
 
     def _report(self, problem: str, hint: str | None = None) -> None:
-        """Log a connection problem once per change, not on every retry."""
-        if problem != self._problem:
-            self._problem = problem
-            self.log.error("mqtt broker unavailable; retrying with backoff", host=self.config.host,
-                           port=self.config.port, error=problem, **({"hint": hint} if hint else {}))
+        """Log a connection problem once per change and broker, not on every retry."""
+        self._problem = problem
+        broker = self.endpoint
+        if self._reported.get(broker) != problem:
+            self._reported[broker] = problem
+            more = len(self._endpoints) > 1
+            self.log.error("mqtt broker unavailable; " + ("trying the next" if more else "retrying with backoff"),
+                           broker=broker, error=problem, **({"hint": hint} if hint else {}))
 
     def _set_async_connected(self, up: bool) -> None:
         if self._loop is None:

@@ -20,6 +20,29 @@ STATUS_FIELDS = frozenset({"enterprise", "site", "area", "line", "gateway"})
 """Placeholders of the status topic: the site's and the gateway's id (``gateway.id``)."""
 
 
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6 address]:port`` for IPv6) -> (host, port); ValueError says what is wrong."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("an empty entry; expected host:port")
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not host or not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not [IPv6 address]:port, e.g. [fd00::10]:1883")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"{text!r} has no port; expected host:port, e.g. broker-a:1883")
+        if ":" in host:
+            raise ValueError(f"{text!r}: put an IPv6 address in brackets, e.g. [{host}]:{port_text}")
+    if any(c.isspace() or c in "/[]@" for c in host):
+        raise ValueError(f"{text!r}: {host!r} is not a host name or address")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
 def check_topic(template: str, allowed: frozenset[str] = TOPIC_FIELDS) -> str:
     """A topic template: known placeholders only, and no MQTT wildcards (we publish to it)."""
     check_template(template, allowed)
@@ -70,12 +93,19 @@ class CommandConfig(StrictModel):
 
 
 class MqttSinkConfig(SinkConfigBase):
-    """Publishes samples to an MQTT broker (3.1.1 or 5); counts a write delivered only once acked."""
+    """Publishes samples to an MQTT broker (3.1.1 or 5), or to one of a cluster's (``hosts``); counts a write
+    delivered only once acked."""
 
     type: Literal["mqtt"] = "mqtt"
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
-    protocol: Literal["3.1.1", "5"] = "5"
+    hosts: list[str] | None = Field(
+        None, description="brokers of one cluster to fail over between, `host:port` each (IPv6: `[addr]:port`), "
+        "instead of host/port: the sink connects to the first that answers and moves to the next when the link "
+        "is lost or a connect fails",
+    )
+    protocol: Literal["3.1.1", "5"] = Field(
+        "5", description="MQTT version; 3.1.1 for brokers without MQTT 5 (nats-server's MQTT, older brokers)")
     client_id: str = Field(
         "", description="default: edge-gateway-<site>-<sink name>, or edge-gateway-<site>-<gateway.id>-<sink name> "
         "when gateway.id is set (every gateway of a fleet needs its own)")
@@ -123,6 +153,38 @@ class MqttSinkConfig(SinkConfigBase):
     def _reconnect_order(self) -> MqttSinkConfig:
         check_at_least(self, "reconnect_max", "reconnect_min")
         return self
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("list at least one broker (host:port), or leave hosts out and set host/port")
+        seen: dict[tuple[str, int], int] = {}
+        for i, entry in enumerate(value):
+            try:
+                host, port = parse_endpoint(entry)
+            except ValueError as exc:
+                raise ValueError(f"entry {i}: {exc}") from None
+            key = (host.lower(), port)
+            if key in seen:
+                raise ValueError(f"entry {i}: {entry!r} repeats entry {seen[key]}")
+            seen[key] = i
+        return value
+
+    @model_validator(mode="after")
+    def _hosts_or_host(self) -> MqttSinkConfig:
+        both = sorted({"host", "port"} & self.model_fields_set)
+        if self.hosts is not None and both:
+            raise ValueError(f"hosts replaces host and port: set hosts, or {' and '.join(both)}, not both")
+        return self
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """The brokers to connect to, in order: ``hosts``, else ``host``/``port``."""
+        if self.hosts is None:
+            return [(self.host, self.port)]
+        return [parse_endpoint(h) for h in self.hosts]
 
     @field_validator("topic")
     @classmethod

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import structlog
 
-from connectors.mqtt.adapter import InboundMessage, MqttLink
+from connectors.mqtt.adapter import InboundMessage, MqttLink, endpoint_text
 from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.payloads import Encoder
 from connectors.mqtt.presence import Presence
@@ -17,6 +17,7 @@ from gateway.config.site import SiteConfig
 from gateway.errors import RetryableSinkError
 from gateway.fleet.member import FleetMember
 from gateway.fleet.message import GatewayStatus
+from gateway.health import UplinkState
 from gateway.model import Batch
 from gateway.watch import ValueMaps
 
@@ -123,6 +124,14 @@ class MqttSink:
             return False
         return await link.wait_connected(timeout)
 
+    def uplink(self) -> UplinkState:
+        """The broker the sink is on, or trying (``gateway.contracts.UplinkReport``)."""
+        link = self.link
+        if link is None:
+            host, port = self.config.endpoints()[0]
+            return UplinkState(endpoint_text(host, port), False, len(self.config.endpoints()), 0)
+        return UplinkState(link.endpoint, link.connected, len(self.config.endpoints()), link.failovers)
+
     def health_problems(self) -> list[str]:
         link = self.link
         if link is None:
@@ -132,6 +141,8 @@ class MqttSink:
             out.append("replaced: another instance runs this gateway id; stopped")
         if link.login_refused:
             out.append("the broker refuses the login")
+        if link.protocol_refused:
+            out.append('the broker does not speak MQTT 5 (set protocol: "3.1.1")')
         losses = link.losses_within(LOOP_WINDOW)
         if losses >= LOOP_LOSSES:
             out.append(f"reconnect loop: {losses} connections lost in {LOOP_WINDOW / 60:.0f} min")

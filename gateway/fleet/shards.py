@@ -236,11 +236,17 @@ def check_configs(paths: Iterable[Path]) -> dict[str, list[str]]:
     """Load gateway configs (shards as deployed, possibly edited by hand) and check that no device is in two
     of them; returns gateway id -> its devices. PlanError on the first problem."""
     devices: dict[str, list[str]] = {}
+    client_ids: dict[str, str] = {}
     for path in paths:
         cfg = _load(path)
         gid = cfg.gateway_id()
         if gid in devices:
             raise PlanError(f"{path}: gateway id {gid} is used by two configs")
         devices[gid] = [device_key(n, d) for n, scfg in cfg.sources.items() for d in scfg.device_names()]
+        for name, kcfg in cfg.sinks.items():
+            client_id = getattr(kcfg, "client_id", "")
+            if client_id and client_ids.setdefault(client_id, gid) != gid:
+                raise PlanError(f"{path}: sinks.{name}.client_id {client_id} is also {client_ids[client_id]}'s: "
+                                "two sessions under one client id throw each other off the broker")
     check_disjoint(devices)
     return devices

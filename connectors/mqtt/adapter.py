@@ -546,6 +546,8 @@ class MqttLink:
             assert self._checking is not None
             self._checking.cancel()
             self._online(self._seq)
+        elif not checking and presence.stale_will(payload):
+            self.publish_status()  # the will of the box we replaced landed after our birth: ours is retained again
 
     def _stand_down(self, other: GatewayStatus) -> None:
         if self._checking is not None:

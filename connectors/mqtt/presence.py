@@ -15,7 +15,8 @@ replaced. The rules, applied in this order, need no clock agreement between boxe
    id at once, e.g. under different client ids): the later start wins, the other stands down.
 
 Standing down = disconnect cleanly (so no last will overwrites the other box's status), never reconnect,
-and tell the gateway (``FleetMember.stand_down``), which stops collecting.
+and tell the gateway (``FleetMember.stand_down``), which stops collecting. The box that stays re-publishes
+its status at once when another instance's will lands on the topic after its own birth.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ class Presence:
         """Rule 2: the retained status a reconnecting link found; the claim that replaced us, if any."""
         other = self._other(payload)
         return other if other is not None and other.state == "online" else None
+
+    def stale_will(self, payload: bytes) -> bool:
+        """Another instance's ``offline`` landing while we are online: the will of the box we replaced, which
+        a broker may publish only when it drops that box's connection (after our birth). The retained
+        status must be ours again at once, not at the next heartbeat."""
+        other = self._other(payload)
+        return other is not None and other.state == "offline"
 
     def replaced_by_live(self, payload: bytes) -> GatewayStatus | None:
         """Rule 3: a status published while we are online; the claim that wins over ours, if any."""

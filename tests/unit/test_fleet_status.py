@@ -101,3 +101,7 @@ def test_presence_rules() -> None:
     # rule 3, while online: only a later start wins
     assert presence.replaced_by_live(newer.to_json()) is not None
     assert presence.replaced_by_live(older.to_json()) is None
+    # the will of the box we replaced, landing after our birth: ours must be retained again
+    assert presence.stale_will(dataclasses.replace(older, state="offline").to_json())
+    assert not presence.stale_will(dataclasses.replace(mine, state="offline").to_json())
+    assert not presence.stale_will(older.to_json())

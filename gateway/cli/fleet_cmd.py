@@ -70,11 +70,13 @@ def register(sub: Any) -> None:
         "unreadable. Exit 0 when nothing is flagged, 1 when something is, 2 when the broker cannot be read.")
     status.add_argument("--broker", metavar="HOST:PORT", help="default: the plan's first broker")
     status.add_argument("--plan", metavar="DIR", help="a plan directory (plan.json): expected gateways, config hashes")
-    status.add_argument("--topic-prefix", default="+/+/+/+", metavar="PREFIX",
-                        help="statuses are read from PREFIX/gateway/+/status (default +/+/+/+, the default "
-                        "status topic's enterprise/site/area/line); with --plan, the plan's topics too")
+    status.add_argument("--topic-prefix", metavar="PREFIX",
+                        help="read statuses from PREFIX/gateway/+/status (default: the plan's status topics, "
+                        "without a plan +/+/+/+, the default status topic's enterprise/site/area/line)")
     status.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    status.add_argument("--timeout", type=float, default=3.0, metavar="S", help="longest wait for the broker (3)")
+    status.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                        help="longest wait for the broker's answer (default 5; with a plan the read ends as soon as "
+                        "every planned gateway's status is in)")
     status.add_argument("--behind", type=float, default=60.0, metavar="S",
                         help="flag a gateway whose oldest undelivered sample is older (default 60 s)")
     status.add_argument("--username", help="broker login (the password from $EDGEGW_FLEET_PASSWORD)")
@@ -176,6 +178,20 @@ def _manifest_or_none(directory: Path) -> Manifest | None:
 
 # --- status -------------------------------------------------------------------------------------------
 
+DEFAULT_PREFIX = "+/+/+/+"
+
+
+def _status_filters(manifest: Manifest) -> list[str]:
+    """One wildcard filter per status topic template of the plan (``…/gateway/+/status``), not one subscription
+    per gateway: a broker looks retained messages up per filter, and a cluster's lookup is slow (nats-server:
+    ~0.4 s each)."""
+    out: list[str] = []
+    for gid, gw in manifest.gateways.items():
+        for topic in gw.get("status_topics", []):
+            out.append("/".join("+" if level == gid else level for level in str(topic).split("/")))
+    return list(dict.fromkeys(out))
+
+
 
 def run_status(args: argparse.Namespace) -> int:
     from gateway.fleet.view import as_json, judge, table
@@ -195,7 +211,10 @@ def run_status(args: argparse.Namespace) -> int:
     if not sep or not port.isdigit() or not host:
         return _fail(f"--broker {broker!r}: expected HOST:PORT")
     planned_topics = [t for gw in (manifest.gateways.values() if manifest else []) for t in gw.get("status_topics", [])]
-    topics = tuple(dict.fromkeys([f"{args.topic_prefix.rstrip('/')}/gateway/+/status", *planned_topics]))
+    filters = _status_filters(manifest) if manifest is not None else []
+    if args.topic_prefix is not None or not filters:
+        filters.append(f"{(args.topic_prefix or DEFAULT_PREFIX).rstrip('/')}/gateway/+/status")
+    topics = tuple(dict.fromkeys(filters))
     try:
         plugin = sink_plugin("mqtt")
     except PluginError as exc:

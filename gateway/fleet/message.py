@@ -116,7 +116,7 @@ class StatusQuery:
     host: str
     port: int
     topics: tuple[str, ...]
-    timeout: float = 3.0
+    timeout: float = 5.0
     """Longest wait; the read ends earlier once every ``expect``ed topic answered, or messages stopped."""
     expect: frozenset[str] = frozenset()
     username: str | None = None

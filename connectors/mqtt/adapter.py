@@ -163,6 +163,8 @@ class MqttLink:
         self._checking: asyncio.TimerHandle | None = None  # waiting for the retained status (rule 2)
         self.replaced_by: GatewayStatus | None = None
         """Another instance of this gateway that took its id; the link then stays down for good."""
+        self.last_status: GatewayStatus | None = None
+        """The status this link published last (birth or heartbeat)."""
         self._problem: str | None = None  # the last reason we are not connected
         self._reported: dict[str, str] = {}  # broker -> the problem last logged for it (once per change)
         self.connects = 0
@@ -239,6 +241,7 @@ class MqttLink:
             return
         status = self.presence.status()
         self._client.publish(self.status_topic, status.to_json(), 1, True)
+        self.last_status = status
         offline = dataclasses.replace(status, state="offline")
         self._client.will_set(self.status_topic, offline.to_json(), qos=1, retain=True)
 

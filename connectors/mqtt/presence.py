@@ -1,7 +1,7 @@
 """The gateway's retained status on a broker, and who owns a gateway id when two boxes claim it.
 
 The status message (``gateway.fleet.message``) is published retained on the sink's ``status_topic``: at
-connect (birth), every ``gateway.status_interval`` and at once when it changes (devices ok/bad, config);
+connect (birth), every ``gateway.status_interval`` and within 2 s of a change (devices ok/bad, config);
 the last will is the same message with ``state: offline``, refreshed with every heartbeat so it says when
 the gateway was last seen. The sink also subscribes to that topic, which is how a box learns it was
 replaced. The rules, applied in this order, need no clock agreement between boxes in the usual cases:

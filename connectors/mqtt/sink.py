@@ -26,8 +26,9 @@ LOOP_LOSSES = 3
 """This many lost connections within ``LOOP_WINDOW`` seconds is a reconnect loop (unhealthy)."""
 
 
-CHANGE_CHECK = 1.0
-"""Seconds between looks at whether the status changed (devices ok/bad, config): published at once if so."""
+CHANGE_CHECK = 2.0
+"""Seconds between looks at whether the status changed (devices ok/bad, config): published at once if so. A
+look judges every device (2.2 ms at 10,000 tags in 100 devices), so not every second."""
 
 
 def site_fields(site: SiteConfig) -> dict[str, str]:
@@ -87,24 +88,19 @@ class MqttSink:
             self.fleet.stand_down(by)
 
     async def _beat(self, presence: Presence) -> None:
-        """The status every interval, and at once when what it says about the gateway changed."""
-        last_key: tuple[object, ...] | None = None
-        last_sent = 0.0
-        loop = asyncio.get_running_loop()
+        """The status every interval, and within ``CHANGE_CHECK`` when what it says about the gateway changed
+        since the link last published it (its birth included)."""
         while True:
             await asyncio.sleep(CHANGE_CHECK)
             link = self.link
-            if link is None or not link.connected:
-                last_key = None  # the link publishes a fresh status when it comes back
-                continue
+            last = link.last_status if link is not None else None
+            if link is None or not link.connected or last is None:
+                continue  # the link publishes a fresh status when it comes back
             status = presence.status()
-            key = (status.devices_ok, status.devices_bad, status.config_hash)
-            now = loop.time()
-            if last_key is not None and key == last_key and now - last_sent < presence.interval:
-                continue
-            if last_key is not None:  # the first look after a connect: the link just published it
+            changed = (status.devices_ok, status.devices_bad, status.config_hash) != (
+                last.devices_ok, last.devices_bad, last.config_hash)
+            if changed or (status.ts_ns - last.ts_ns) / 1e9 >= presence.interval - CHANGE_CHECK / 2:
                 link.publish_status()
-            last_key, last_sent = key, now
 
     async def write(self, batches: Sequence[Batch]) -> None:
         link = self.link

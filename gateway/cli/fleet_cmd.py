@@ -204,12 +204,15 @@ def run_status(args: argparse.Namespace) -> int:
             return _fail(str(exc))
         if manifest is None:
             return _fail(f"--plan {args.plan}: no plan.json there")
-    broker = args.broker or (manifest.brokers()[0] if manifest is not None and manifest.brokers() else None)
-    if broker is None:
+    brokers = [args.broker] if args.broker else (manifest.brokers() if manifest is not None else [])
+    if not brokers:
         return _fail("--broker HOST:PORT is needed (or --plan DIR with a plan whose gateways publish to one)")
-    host, sep, port = broker.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        return _fail(f"--broker {broker!r}: expected HOST:PORT")
+    endpoints = []
+    for broker in brokers:
+        host, sep, port = broker.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            return _fail(f"--broker {broker!r}: expected HOST:PORT")
+        endpoints.append((host.strip("[]"), int(port)))
     planned_topics = [t for gw in (manifest.gateways.values() if manifest else []) for t in gw.get("status_topics", [])]
     filters = _status_filters(manifest) if manifest is not None else []
     if args.topic_prefix is not None or not filters:
@@ -223,19 +226,24 @@ def run_status(args: argparse.Namespace) -> int:
         return _fail(missing)
     if plugin.read_status is None:
         return _fail("the installed mqtt plug-in cannot read status messages")
-    query = StatusQuery(host.strip("[]"), int(port), topics, timeout=args.timeout,
-                        expect=frozenset(planned_topics), username=args.username,
-                        password=os.environ.get("EDGEGW_FLEET_PASSWORD"), ca_file=args.ca_file)
-    try:
-        messages = plugin.read_status(query)
-    except GatewayError as exc:
-        return _fail(str(exc))
+    messages: list[tuple[str, bytes]] | None = None
+    for host, port in endpoints:  # a plan's cluster: the first node that answers
+        query = StatusQuery(host, port, topics, timeout=args.timeout, expect=frozenset(planned_topics),
+                            username=args.username, password=os.environ.get("EDGEGW_FLEET_PASSWORD"),
+                            ca_file=args.ca_file)
+        try:
+            messages = plugin.read_status(query)
+            break
+        except GatewayError as exc:
+            error = str(exc)
+    if messages is None:
+        return _fail(error + (f" (and the plan's {len(endpoints) - 1} other brokers)" if len(endpoints) > 1 else ""))
     now = time.time_ns()
     rows = judge(messages, manifest, now, behind_s=args.behind)
     if args.json:
         print(as_json(rows))
     elif not rows:
-        print(f"no gateway status on {', '.join(topics)} at {broker}")
+        print(f"no gateway status on {', '.join(topics)} at {host}:{port}")
     else:
         print(table(rows, now))
     return 1 if any(r.flags for r in rows) else 0

@@ -33,7 +33,8 @@ class GatewaySection(StrictModel):
     )
     status_interval: Duration = Field(
         10.0, ge=1, le=3600,
-        description="how often the retained status message is published (and at once when it changes)",
+        description="how often the retained status message is published (and within 2 s of a change of its "
+        "devices ok/bad or config)",
     )
 
 

@@ -110,7 +110,8 @@ def table(rows: list[Row], now_ns: int) -> str:
         config = st.config_hash
         if r.planned is not None:
             config += " = plan" if st.config_hash == r.planned.get("config_hash") else " != plan"
-        lines.append([r.id, st.state + seen, st.host, st.version, _age(st.uptime_s),
+        up = (now_ns - st.started_ns) / 1e9 if st.state == "online" else st.uptime_s  # running for / ran for
+        lines.append([r.id, st.state + seen, st.host, st.version, _age(up),
                       f"{st.devices_ok}/{st.devices_bad}/{st.devices_total}", backlog, delivered, config,
                       ", ".join(r.flags) or "ok"])
     widths = [max(len(line[c]) for line in lines) for c in range(len(head))]

@@ -207,3 +207,15 @@ def test_config_hash_is_the_effective_config(tmp_path: Path) -> None:
     assert config_hash(load_config(write(tmp_path, same), env={})) == h  # local to the box, or the same value
     assert config_hash(load_config(write(tmp_path, base), env={"EDGEGW_SINKS__UPLINK__PORT": "1884"})) != h
     assert config_hash(load_config(write(tmp_path, {**base, "gateway": {"id": "gw07"}}), env={})) != h
+
+
+@pytest.mark.parametrize("name", ["example.yaml", "bottling-gateway.yaml", "cnc-gateway.yaml", "modbus-gateway.yaml",
+                                  "opcua-gateway.yaml", "plant.yaml"])
+def test_every_shipped_gateway_config_plans_and_checks(tmp_path: Path, name: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(REPO / "configs" / name, env={})
+    n = min(2, len(units_of(cfg, "device")))
+    out = tmp_path / "fleet"
+    assert plan_cli(REPO / "configs" / name, "-n", str(n), "--by", "device", "-o", out) == 0, capsys.readouterr().err
+    assert main(["fleet", "check", str(out)]) == 0
+    assert f"{n} gateways, {len(units_of(cfg, 'device'))} devices" in capsys.readouterr().out.splitlines()[-1]

@@ -8,6 +8,12 @@ Library and urllib3 exceptions are turned into ``HttpRejected`` or ``RetryableSi
 Bodies are gzipped here, at ``gzip_level``, not by the library: its ``enable_gzip`` always compresses at
 level 9: ~6x the CPU of level 1 for a body only ~15-20 % smaller (line protocol of 10,000 samples:
 23 ms vs 4 ms for the whole write).
+
+Several write endpoints (``urls``): one client each, made when first used. A request goes to the current
+endpoint; a connection error, a timeout or a 5xx sends it to the next at once, and the writer stays on
+whichever accepted it. Only when every endpoint failed in a row does the request fail (retryable: the
+delivery loop's backoff applies). Writing a point twice (a timed-out request the server did apply, then
+the next endpoint) overwrites it with the same value.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import zlib
 from typing import Any
 
+import structlog
 import urllib3
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.domain.write_precision import WritePrecision
@@ -24,6 +31,7 @@ from influxdb_client.service.write_service import WriteService
 
 from connectors.influxdb.config import InfluxSinkConfig
 from gateway.errors import RetryableSinkError
+from gateway.redact import redact
 from gateway.threads import WorkerThread
 
 _PRECISION: dict[str, Any] = {
@@ -49,43 +57,96 @@ def _retry_after(value: object) -> float | None:
 
 
 class InfluxWriter:
-    def __init__(self, config: InfluxSinkConfig, name: str) -> None:
+    def __init__(self, config: InfluxSinkConfig, name: str,
+                 log: structlog.stdlib.BoundLogger | None = None) -> None:
         self.config = config
+        self.log = log or structlog.get_logger("connectors.influxdb").bind(sink=name)
         self._thread = WorkerThread(f"influx-{name}")
-        # No library-level retries: the spool and the delivery loop retry, honouring Retry-After.
-        self._client = InfluxDBClient(
-            url=config.url, token=config.token.get_secret_value(), org=config.org,
-            timeout=int(config.timeout * 1000), retries=False,
-        )
-        # The write service is the write API's own last step; going to it directly skips a copy of the body.
-        self._service = WriteService(self._client.api_client)  # type: ignore[no-untyped-call]
-        if config.gzip:
-            self._client.api_client.set_default_header(  # type: ignore[no-untyped-call]
-                "Accept-Encoding", "identity")  # as enable_gzip did: error bodies stay readable
+        self._urls = config.endpoints()
+        self._clients: list[tuple[InfluxDBClient, Any] | None] = [None] * len(self._urls)
+        self._at = 0  # the endpoint requests go to (changed on this writer's thread only)
+        self._last_ok: int | None = None
+        self._moving = False  # failing over since the last accepted request: its moves were logged once
+        self.failovers = 0
+        """Requests accepted by another endpoint than the one that accepted the previous."""
         self._precision = _PRECISION[config.precision]
         self._level = config.gzip_level if config.gzip else 0
 
-    def _post(self, body: bytes) -> None:
-        extra = {}
-        if self._level:
-            body = zlib.compress(body, self._level, wbits=31)  # wbits 31: a gzip stream
-            extra["content_encoding"] = "gzip"
+    @property
+    def endpoint(self) -> str:
+        """The endpoint requests go to now, credentials masked."""
+        return redact(self._urls[self._at])
+
+    def _client(self, i: int) -> tuple[InfluxDBClient, Any]:
+        made = self._clients[i]
+        if made is None:
+            # No library-level retries: the spool and the delivery loop retry, honouring Retry-After.
+            client = InfluxDBClient(
+                url=self._urls[i], token=self.config.token.get_secret_value(), org=self.config.org,
+                timeout=int(self.config.timeout * 1000), retries=False,
+            )
+            if self.config.gzip:
+                client.api_client.set_default_header(  # type: ignore[no-untyped-call]
+                    "Accept-Encoding", "identity")  # as enable_gzip did: error bodies stay readable
+            # The write service is the write API's own last step; going to it directly skips a copy of the body.
+            made = self._clients[i] = (client, WriteService(client.api_client))  # type: ignore[no-untyped-call]
+        return made
+
+    def _post_to(self, i: int, body: bytes, extra: dict[str, str]) -> None:
         try:
-            self._service.post_write(  # type: ignore[no-untyped-call]
+            self._client(i)[1].post_write(
                 org=self.config.org or "-", bucket=self.config.bucket, body=body, precision=self._precision,
                 content_type="text/plain; charset=utf-8", **extra,
             )
         except ApiException as exc:
             raise HttpRejected(int(exc.status or 0), _message(exc), _retry_after(exc.retry_after)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise RetryableSinkError(f"cannot reach {self.config.url}: {exc}") from None
+            raise RetryableSinkError(f"cannot reach {redact(self._urls[i])}: {exc}") from None
+
+    def _post(self, body: bytes) -> None:
+        extra = {}
+        if self._level:
+            body = zlib.compress(body, self._level, wbits=31)  # wbits 31: a gzip stream
+            extra["content_encoding"] = "gzip"
+        n = len(self._urls)
+        for tried in range(1, n + 1):
+            i = self._at
+            try:
+                self._post_to(i, body, extra)
+            except (RetryableSinkError, HttpRejected) as exc:
+                if isinstance(exc, HttpRejected) and exc.status < 500:
+                    raise  # the request itself, or the token: every endpoint would answer the same
+                if n > 1:
+                    self._at = (i + 1) % n
+                    if not self._moving:  # once per outage, not per retry of a store that stays down
+                        self.log.warning("InfluxDB endpoint failed; trying the next", url=redact(self._urls[i]),
+                                         next=self.endpoint, error=str(exc))
+                    if tried < n:
+                        continue
+                    self._moving = True
+                raise
+            if self._last_ok is not None and self._last_ok != i:
+                self.failovers += 1
+                self.log.warning("InfluxDB writes moved to another endpoint", url=self.endpoint,
+                                 failovers=self.failovers)
+            self._last_ok = i
+            self._moving = False
+            return
 
     def ping(self) -> bool:
-        """Whether the server answers its health endpoint (``/ping``) now."""
-        try:
-            return bool(self._client.ping())
-        except Exception:  # any failure means "not yet"
-            return False
+        """Whether a write endpoint answers its health endpoint (``/ping``) now, the current one first; the
+        first that answers becomes current."""
+        n = len(self._urls)
+        for k in range(n):
+            i = (self._at + k) % n
+            try:
+                up = bool(self._client(i)[0].ping())
+            except Exception:  # any failure means "not yet"
+                up = False
+            if up:
+                self._at = i
+                return True
+        return False
 
     async def post(self, body: bytes) -> None:
         await self._thread.run(self._post, body)
@@ -96,8 +157,10 @@ class InfluxWriter:
         return await self._thread.run(fn)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._client.close()  # type: ignore[no-untyped-call]
+        for made in self._clients:
+            if made is not None:
+                with contextlib.suppress(Exception):
+                    made[0].close()  # type: ignore[no-untyped-call]
         self._thread.close()
 
 

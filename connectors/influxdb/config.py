@@ -13,24 +13,63 @@ from gateway.redact import redact
 SERIES_FIELDS = TEMPLATE_FIELDS
 
 
+def check_url(value: str) -> str:
+    """An http(s) URL with a host and a valid port; ValueError names what is wrong (credentials masked)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL with a host, such as http://influx:8086; "
+                         f"got {redact(value)!r}")
+    try:
+        parts.port  # noqa: B018  # raises on a port that is not a number or out of range
+    except ValueError:
+        raise ValueError(f"the port of {redact(value)!r} is not a number from 1 to 65535") from None
+    return value
+
+
 class InfluxSinkConfig(SinkConfigBase):
     """Writes samples as line protocol through the InfluxDB v2 write API (InfluxDB 2.x/3.x, VictoriaMetrics)."""
 
     type: Literal["influxdb"] = "influxdb"
     url: str = Field("http://127.0.0.1:8086", description="base URL of the server, e.g. http://influx:8086")
+    urls: list[str] | None = Field(
+        None, description="write endpoints to fail over between (several InfluxDB or vminsert nodes), instead "
+        "of url: writes go to the first that answers and stay on it; a connection error, a timeout or a 5xx "
+        "moves the write to the next at once",
+    )
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http:// or https:// URL with a host, such as http://influx:8086; "
-                             f"got {redact(value)!r}")
-        try:
-            parts.port  # noqa: B018  # raises on a port that is not a number or out of range
-        except ValueError:
-            raise ValueError(f"the port of {redact(value)!r} is not a number from 1 to 65535") from None
+        return check_url(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("list at least one write endpoint (http://host:port), or leave urls out and set url")
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(value):
+            try:
+                check_url(entry)
+            except ValueError as exc:
+                raise ValueError(f"entry {i}: {exc}") from None
+            key = entry.rstrip("/").lower()
+            if key in seen:
+                raise ValueError(f"entry {i}: {redact(entry)!r} repeats entry {seen[key]}")
+            seen[key] = i
         return value
+
+    @model_validator(mode="after")
+    def _urls_or_url(self) -> InfluxSinkConfig:
+        if self.urls is not None and "url" in self.model_fields_set:
+            raise ValueError("urls replaces url: set urls, or url, not both")
+        return self
+
+    def endpoints(self) -> list[str]:
+        """The write endpoints, in order: ``urls``, else ``url``."""
+        return list(self.urls) if self.urls is not None else [self.url]
     token: SecretStr = Field(SecretStr(""), description="API token (sent as `Authorization: Token ...`)")
     org: str = ""
     bucket: str = "edge"

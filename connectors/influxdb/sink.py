@@ -31,7 +31,9 @@ from connectors.influxdb.lines import LineBuilder, Lines
 from gateway.config.site import SiteConfig
 from gateway.contracts import DeadLetters
 from gateway.errors import RetryableSinkError
+from gateway.health import UplinkState
 from gateway.model import Batch
+from gateway.redact import redact
 
 _AUTH_LOG_EVERY = 60.0
 PROBE_EVERY = 1.0
@@ -61,7 +63,7 @@ class InfluxSink:
 
     async def open(self) -> None:
         if self._writer is None:
-            self._writer = InfluxWriter(self.config, self.name)
+            self._writer = InfluxWriter(self.config, self.name, self.log)
 
     async def write(self, batches: Sequence[Batch]) -> None:
         built = self.builder.build(batches)
@@ -98,7 +100,7 @@ class InfluxSink:
                 if now - self._last_auth_log >= _AUTH_LOG_EVERY:
                     self._last_auth_log = now
                     self.log.error("InfluxDB refuses the token; data stays spooled until it is fixed",
-                                   status=status, url=self.config.url, error=exc.message)
+                                   status=status, url=writer.endpoint, error=exc.message)
                 raise RetryableSinkError(f"not authorized (HTTP {status}): {exc.message}") from None
             if status == 429 or status >= 500:
                 raise RetryableSinkError(str(exc), retry_after=exc.retry_after) from None
@@ -136,6 +138,14 @@ class InfluxSink:
 
     def health_problems(self) -> list[str]:
         return ["the store refuses the token"] if self._auth_refused else []
+
+    def uplink(self) -> UplinkState:
+        """The write endpoint requests go to (``gateway.contracts.UplinkReport``); HTTP has no standing link."""
+        writer = self._writer
+        n = len(self.config.endpoints())
+        if writer is None:
+            return UplinkState(redact(self.config.endpoints()[0]), None, n, 0)
+        return UplinkState(writer.endpoint, None, n, writer.failovers)
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None

@@ -112,13 +112,14 @@ def _sink_identity(name: str, kcfg: Any, cfg: GatewayConfig, gateway_id: str) ->
 
 
 def _brokers(cfg: GatewayConfig) -> list[str]:
+    """``host:port`` of every broker a status-publishing sink (MQTT) names: where ``fleet status`` reads."""
     out: list[str] = []
     for kcfg in cfg.sinks.values():
-        endpoints = getattr(kcfg, "endpoints", None)
-        if callable(endpoints):  # a sink that names a cluster's brokers
-            out += [f"{h}:{p}" for h, p in endpoints()]
-        elif "status_topic" in type(kcfg).model_fields:
-            out.append(f"{getattr(kcfg, 'host', '')}:{getattr(kcfg, 'port', '')}")
+        if "status_topic" not in type(kcfg).model_fields:
+            continue
+        endpoints = getattr(kcfg, "endpoints", None)  # a broker cluster's nodes (``hosts``), else host/port
+        pairs = endpoints() if callable(endpoints) else [(getattr(kcfg, "host", ""), getattr(kcfg, "port", 0))]
+        out += [f"[{h}]:{p}" if ":" in str(h) else f"{h}:{p}" for h, p in pairs]
     return list(dict.fromkeys(out))
 
 

@@ -219,3 +219,15 @@ def test_every_shipped_gateway_config_plans_and_checks(tmp_path: Path, name: str
     assert plan_cli(REPO / "configs" / name, "-n", str(n), "--by", "device", "-o", out) == 0, capsys.readouterr().err
     assert main(["fleet", "check", str(out)]) == 0
     assert f"{n} gateways, {len(units_of(cfg, 'device'))} devices" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_the_plan_names_the_brokers_of_status_publishing_sinks_only(tmp_path: Path) -> None:
+    plant = synthetic_plant(2, 1)
+    plant["sinks"] = {  # a broker cluster and a store with two write endpoints
+        "uplink": {"type": "mqtt", "hosts": ["mq1:1883", "mq2:1883", "[fd00::3]:1883"], "protocol": "3.1.1"},
+        "tsdb": {"type": "influxdb", "urls": ["http://ts1:8086", "http://ts2:8086"], "bucket": "b", "org": "o"}}
+    out = tmp_path / "fleet"
+    assert plan_cli(write(tmp_path, plant), "-n", "2", "-o", out) == 0
+    manifest = json.loads((out / "plan.json").read_text())
+    assert manifest["brokers"] == ["mq1:1883", "mq2:1883", "[fd00::3]:1883"]
+    assert manifest["gateways"]["gw02"]["status_topics"] == ["acme/p/a/l/gateway/gw02/status"]

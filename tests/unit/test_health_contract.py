@@ -14,7 +14,8 @@ from gateway import health as health_module
 from gateway import plugins
 from gateway.config.base import SinkConfigBase, SourceConfigBase
 from gateway.config.loader import load_config
-from gateway.health import DeviceHealth, HealthRegistry, SourceHealth
+from gateway.contracts import UplinkReport
+from gateway.health import DeviceHealth, HealthRegistry, SourceHealth, UplinkState
 from gateway.live import LiveTags
 from gateway.metrics import Metrics
 from gateway.model import Quality, Sample
@@ -65,6 +66,29 @@ def test_components_are_exported_from_the_supervisors_state() -> None:
         ({"component": "source:line"}, 1.0)]
     assert [s.value for s in families["edgegw_component_restarts"].samples if s.name.endswith("_total")] == [2.0]
     assert registry.source_running() == {"line": True}
+
+
+class _Uplink:
+    def __init__(self) -> None:
+        self.state = UplinkState("mq-b:1883", True, 3, 1)
+
+    def uplink(self) -> UplinkState:
+        return self.state
+
+
+def test_a_sinks_uplink_endpoint_is_exported_as_it_reports_it() -> None:
+    metrics = Metrics()
+    report = _Uplink()
+    assert isinstance(report, UplinkReport)
+    metrics.health.set_uplink("plant", report)
+    assert sample(metrics, "edgegw_sink_uplink", sink="plant", endpoint="mq-b:1883") == 1.0
+    assert sample(metrics, "edgegw_sink_failovers_total", sink="plant") == 1.0
+    report.state = UplinkState("mq-c:1883", False, 3, 2)  # read when scraped: the next scrape shows the move
+    assert sample(metrics, "edgegw_sink_uplink", sink="plant", endpoint="mq-b:1883") is None
+    assert sample(metrics, "edgegw_sink_uplink", sink="plant", endpoint="mq-c:1883") == 0.0
+    assert sample(metrics, "edgegw_sink_failovers_total", sink="plant") == 2.0
+    metrics.health.set_uplink("plant", None)  # the sink removed
+    assert sample(metrics, "edgegw_sink_failovers_total", sink="plant") is None
 
 
 def config(tmp_path: Path, sources: dict[str, Any]) -> Path:

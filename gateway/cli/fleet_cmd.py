@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def register(sub: Any) -> None:
         "Flags: offline (last will or stopped), silent (no status for 3 intervals), behind (backlog older "
         "than --behind), config (hash other than the plan's), missing (planned, never reported), not in plan, "
         "unreadable. Exit 0 when nothing is flagged, 1 when something is, 2 when the broker cannot be read.")
-    status.add_argument("--broker", metavar="HOST:PORT", help="default: the plan's first broker")
+    status.add_argument("--broker", metavar="HOST:PORT", help="default: the plan's brokers, the first that answers")
     status.add_argument("--plan", metavar="DIR", help="a plan directory (plan.json): expected gateways, config hashes")
     status.add_argument("--topic-prefix", metavar="PREFIX",
                         help="read statuses from PREFIX/gateway/+/status (default: the plan's status topics, "
@@ -93,8 +94,6 @@ def _fail(message: str) -> int:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    import re
-
     if not re.fullmatch(GATEWAY_ID_PATTERN, f"{args.id_prefix}01"):
         return _fail(f"--id-prefix {args.id_prefix!r}: ids are lowercase letters, digits, - and _")
     if "{id}" not in args.data_dir:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -154,15 +156,39 @@ def shard_document(raw: Mapping[str, Any], cfg: GatewayConfig, shard: Shard, dat
 def write_plan(plan: Plan, plant: Path, out: Path, *, data_dir: str, previous: Manifest | None) -> Manifest:
     """Write every shard and the manifest into ``out``, check them, and return the manifest.
 
-    ``data_dir`` is a template with ``{id}``. Shard files of a previous plan in ``out`` whose gateway is no
-    longer planned are removed (only files that plan listed)."""
+    ``data_dir`` is a template with ``{id}``. The shards are written and checked beside ``out`` first and
+    replace the old ones only once all passed, the manifest last: a failed plan leaves the previous one whole.
+    Shard files of a previous plan in ``out`` whose gateway is no longer planned are removed (only files that
+    plan listed)."""
     text = plant.read_text(encoding="utf-8")
     raw = yaml_events.load(text) or {}
     cfg = _load(plant)
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".plan-", dir=out))
+    try:
+        body = _write_shards(plan, plant, raw, cfg, out, staging, data_dir)
+        for gw in body["gateways"].values():
+            (staging / gw["config"]).replace(out / gw["config"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    manifest_path = out / MANIFEST
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(manifest_path)
+    if previous is not None and previous.path.parent.resolve() == out.resolve():
+        for gid, gw in previous.gateways.items():
+            stale = out / str(gw.get("config", ""))
+            if gid not in body["gateways"] and stale.suffix == ".yaml" and stale.parent == out and stale.exists():
+                stale.unlink()
+    return Manifest(manifest_path, body)
+
+
+def _write_shards(plan: Plan, plant: Path, raw: Mapping[str, Any], cfg: GatewayConfig, out: Path, staging: Path,
+                  data_dir: str) -> dict[str, Any]:
+    """Every shard into ``staging``, each loaded back and checked; returns the manifest's body."""
     gateways: dict[str, Any] = {}
     for shard in plan.shards:
-        path = out / f"{shard.id}.yaml"
+        path = staging / f"{shard.id}.yaml"
         doc = shard_document(raw, cfg, shard, data_dir.format(id=shard.id))
         header = (f"# Gateway {shard.id} of {plant.name}: {len(shard.devices)} devices, {shard.tags} tags "
                   f"({len(plan.shards)} gateways, by {plan.by}).\n"
@@ -193,21 +219,11 @@ def write_plan(plan: Plan, plant: Path, out: Path, *, data_dir: str, previous: M
     plant_devices = {device_key(n, d) for n, scfg in cfg.sources.items() for d in scfg.device_names()}
     if planned != plant_devices:  # a bug, never an input problem: refuse to leave a plan that loses a device
         raise PlanError(f"the plan does not cover the plant: missing {sorted(plant_devices - planned)[:5]}")
-    body = {
+    return {
         "schema": SCHEMA, "plant": os.path.relpath(plant, out), "plant_hash": config_hash(cfg), "by": plan.by,
         "created": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "brokers": _brokers(cfg), "gateways": gateways,
     }
-    manifest_path = out / MANIFEST
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(manifest_path)  # the plan is never half written
-    if previous is not None and previous.path.parent.resolve() == out.resolve():
-        for gid, gw in previous.gateways.items():
-            stale = out / str(gw.get("config", ""))
-            if gid not in gateways and stale.suffix == ".yaml" and stale.parent == out and stale.exists():
-                stale.unlink()
-    return Manifest(manifest_path, body)
 
 
 def _load(path: Path) -> GatewayConfig:

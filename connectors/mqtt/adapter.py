@@ -237,7 +237,7 @@ class MqttLink:
     def publish_status(self) -> None:
         """The gateway's status now, retained, and the same as ``offline`` for the last will (the will goes
         with the next connect, so it says when the gateway was last seen). Only while online."""
-        if self.presence is None or not self._connected.is_set():
+        if self.presence is None or not self._connected.is_set() or self._silent() is not None:
             return
         status = self.presence.status()
         self._client.publish(self.status_topic, status.to_json(), 1, True)
@@ -271,6 +271,8 @@ class MqttLink:
                 raise RetryableSinkError(f"stopped: gateway id {self.replaced_by.id!r} is run by another instance "
                                          f"(host {self.replaced_by.host})")
             raise RetryableSinkError(f"not connected to the broker: {self._problem or 'connecting'}")
+        if (silent := self._silent()) is not None:
+            raise RetryableSinkError(f"nothing heard from the broker for {silent:.0f} s; waiting for the link")
         w = _Write()
         publish = self._client.publish
         pending = self._pending
@@ -314,6 +316,16 @@ class MqttLink:
                     raise RetryableSinkError(
                         f"broker did not acknowledge {w.remaining} message(s) within {timeout:g}s"
                     ) from None
+
+    def _silent(self) -> float | None:
+        """Seconds since the broker was last heard from, when that is longer than it would wait for us (1.5
+        keep-alives): a process that was frozen (a box cut off and back) still counts as connected until paho
+        reads the closed socket, and what it published meanwhile would be queued and re-sent on reconnect,
+        before anything else: from a box that may have been replaced in between. None when all is well."""
+        with self._client._msgtime_mutex:
+            heard = self._client._last_bytes_received
+        silent = time.monotonic() - heard
+        return silent if silent > 1.5 * self.config.keepalive else None
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int, retain: bool = False,
                        response_to: InboundMessage | None = None) -> None:
@@ -540,17 +552,15 @@ class MqttLink:
         if presence is None or self.replaced_by is not None:
             return
         checking = self._checking is not None
-        other = presence.replaced_by_live(payload)
-        if other is None and checking and retained:
-            other = presence.replaced_by_retained(payload)
+        other = presence.replaced_by(payload)
         if other is not None:
             self._stand_down(other)
         elif checking and retained:  # the retained status is ours, or nobody's claim: carry on at once
             assert self._checking is not None
             self._checking.cancel()
             self._online(self._seq)
-        elif not checking and presence.stale_will(payload):
-            self.publish_status()  # the will of the box we replaced landed after our birth: ours is retained again
+        elif not checking and presence.overwritten(payload):
+            self.publish_status()  # the replaced box's last words landed after our birth: ours is retained again
 
     def _stand_down(self, other: GatewayStatus) -> None:
         if self._checking is not None:

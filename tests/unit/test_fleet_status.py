@@ -91,17 +91,15 @@ def test_presence_rules() -> None:
     mine = me.status()
     older = dataclasses.replace(mine, instance="other", started_ns=me.started_ns - S, host="old-box")
     newer = dataclasses.replace(mine, instance="other", started_ns=me.started_ns + S, host="new-box")
-    # rule 2, on a reconnect: any other instance online in the retained status replaced us
-    assert presence.replaced_by_retained(older.to_json()) == GatewayStatus.parse(older.to_json())
-    assert presence.replaced_by_retained(newer.to_json()) is not None
-    assert presence.replaced_by_retained(mine.to_json()) is None  # our own
-    assert presence.replaced_by_retained(dataclasses.replace(newer, state="offline").to_json()) is None  # it died
-    assert presence.replaced_by_retained(dataclasses.replace(newer, id="gw03").to_json()) is None  # another id
-    assert presence.replaced_by_retained(b"online") is None  # an older gateway's plain status: no claim
-    # rule 3, while online: only a later start wins
-    assert presence.replaced_by_live(newer.to_json()) is not None
-    assert presence.replaced_by_live(older.to_json()) is None
-    # the will of the box we replaced, landing after our birth: ours must be retained again
-    assert presence.stale_will(dataclasses.replace(older, state="offline").to_json())
-    assert not presence.stale_will(dataclasses.replace(mine, state="offline").to_json())
-    assert not presence.stale_will(older.to_json())
+    # rules 2 and 3: another instance online that started later has the id; an older one's status does not
+    assert presence.replaced_by(newer.to_json()) == GatewayStatus.parse(newer.to_json())
+    assert presence.replaced_by(older.to_json()) is None  # the box we replaced, or its re-sent last words
+    assert presence.replaced_by(mine.to_json()) is None  # our own
+    assert presence.replaced_by(dataclasses.replace(newer, state="offline").to_json()) is None  # it died
+    assert presence.replaced_by(dataclasses.replace(newer, id="gw03").to_json()) is None  # another id
+    assert presence.replaced_by(b"online") is None  # an older gateway's plain status: no claim
+    # the will of the box we replaced (or a status it re-sent) landing after our birth: ours must be retained again
+    assert presence.overwritten(dataclasses.replace(older, state="offline").to_json())
+    assert presence.overwritten(older.to_json())
+    assert not presence.overwritten(dataclasses.replace(mine, state="offline").to_json())
+    assert not presence.overwritten(newer.to_json())  # that one wins: we stand down instead

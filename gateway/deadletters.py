@@ -256,7 +256,7 @@ def _build(name: str, config: GatewayConfig, log: structlog.stdlib.BoundLogger, 
     if missing is not None:
         raise GatewayError(missing)
     ctx = BuildContext(metrics=Metrics(), site=config.site, data_dir=os.path.expanduser(config.data_dir), log=log,
-                       dead_letters=refusals)
+                       dead_letters=refusals, gateway_id=config.gateway.id)
     return plugin.factory(name, kcfg, ctx)
 
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
     from gateway.config.site import SiteConfig
     from gateway.contracts import DeadLetters, Sink, Source
+    from gateway.fleet.member import FleetMember
+    from gateway.fleet.message import StatusQuery
     from gateway.metrics import Metrics
 
 SOURCES_GROUP = "edge_gateway.sources"
@@ -66,6 +68,11 @@ class BuildContext:
     """Sinks only: where samples the uplink refused for good go (``gateway.contracts.DeadLetters``)."""
     value_maps: Mapping[str, ValueMaps] = field(default_factory=dict)
     """Per source, the words of its tags' values (``states``, alarm severities): kept current across reloads."""
+    gateway_id: str | None = None
+    """``gateway.id`` when the config sets one (client ids of a fleet's gateways include it), else None."""
+    fleet: FleetMember | None = None
+    """This gateway in its fleet (id, instance, its status message); None where no gateway runs (a replay):
+    a sink that publishes the gateway's status then publishes none."""
 
 
 SrcCfg = TypeVar("SrcCfg", bound=SourceConfigBase)
@@ -92,6 +99,10 @@ class SinkPlugin(Generic[SnkCfg]):
     description: str = ""
     requires: tuple[str, ...] = ()
     extra: str = ""
+    read_status: Callable[[StatusQuery], list[tuple[str, bytes]]] | None = None
+    """Optional, for a sink that publishes the gateway's status message (MQTT): read the retained messages
+    on some topics back from its kind of uplink, ``(topic, payload)`` each (``edge-gateway fleet status``);
+    raises ``gateway.errors.GatewayError`` with a one-line reason when the uplink cannot be reached."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,9 @@ from gateway.contracts import HistorySource, Sink, Source, UplinkReport, Writabl
 from gateway.deadletters import spool_path as spool_file
 from gateway.delivery import DeliveryLoop, WriteRejections
 from gateway.errors import WriteError
+from gateway.fleet.identity import config_hash
+from gateway.fleet.member import FleetMember
+from gateway.fleet.message import GatewayStatus
 from gateway.instance_lock import InstanceLock
 from gateway.live import HISTORY_POINTS, LiveTags
 from gateway.logs import get_logger
@@ -33,7 +36,7 @@ from gateway.pipeline import SourcePipeline
 from gateway.plugins import BuildContext, PluginError, sink_plugin, source_plugin
 from gateway.processing import Processor
 from gateway.spool import Spool
-from gateway.status import SinkState, StatusBoard
+from gateway.status import SinkState, StatusBoard, iso
 from gateway.supervisor import supervise
 from gateway.watch import ActiveAlarm, ValueMaps, state_word, value_maps
 from gateway.writes import write_value
@@ -83,6 +86,10 @@ class Runtime:
                                  device_grace=config.http.device_grace, health_window=config.http.health_window,
                                  last_drop=lambda: self.spool.last_drop_mono, annotate=self._annotate,
                                  alarms=self.active_alarms)
+        self._config_hash = config_hash(config)
+        self.fleet = FleetMember(lambda: self.config.gateway_id(), lambda: self._config_hash, self.board.devices,
+                                 self.sink_states, status_interval=config.gateway.status_interval,
+                                 on_replaced=self._replaced)
         self.http: HttpEndpoint | None = None
         if config.http.enabled:  # aiohttp costs ~8 MB of RSS: imported only when the endpoint runs
             from gateway.http_server import HttpEndpoint
@@ -90,13 +97,15 @@ class Runtime:
             self.http = HttpEndpoint(config.http, self.metrics, self.board)
         self.started = asyncio.Event()
         self.reloads = 0
+        self._stand_down_task: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._reload_lock = asyncio.Lock()
 
     # --- building -------------------------------------------------------------------------------
     def _context(self, dead_letters: WriteRejections | None = None) -> BuildContext:
         ctx = BuildContext(metrics=self.metrics, site=self.config.site, data_dir=str(self.data_dir),
-                           log=self.log, writer=self.write_tag, value_maps=self.value_maps)
+                           log=self.log, writer=self.write_tag, value_maps=self.value_maps, fleet=self.fleet,
+                           gateway_id=self.config.gateway.id)
         return ctx if dead_letters is None else dataclasses.replace(ctx, dead_letters=dead_letters)
 
     def _build_source(self, name: str, scfg: SourceConfigBase) -> None:
@@ -237,6 +246,29 @@ class Runtime:
         self.log.warning("sink no longer configured; its spool cursor is released", sink=name,
                          undelivered_samples=pending)
 
+    # --- fleet ----------------------------------------------------------------------------------
+    def _replaced(self, by: GatewayStatus) -> None:
+        """Another box (or run) took this gateway's id: collecting beside it would read every device twice
+        and fight over the broker session, so stop the sources and say so; the sinks drain what was
+        collected before, and the process stays up (a service manager restarting it would take the shard
+        back from the box that replaced it)."""
+        self.log.error(
+            "gateway replaced: another instance now runs this gateway id; this one stopped collecting and "
+            "publishing", gateway=by.id, replaced_by_host=by.host, replaced_by_instance=by.instance,
+            replaced_by_started=iso(by.started_ns), instance=self.fleet.instance,
+            hint="stop this box's gateway (systemctl disable --now edge-gateway); starting it again takes the "
+                 "shard back from the other box",
+        )
+        task = asyncio.get_running_loop().create_task(self._stop_sources(), name="stand-down")
+        self._stand_down_task = task  # keep a reference until it ran
+
+    async def _stop_sources(self) -> None:
+        names = list(self.sources)
+        await self._stop_tasks([t for n, t in self.tasks.items() if n.startswith("source:")])
+        for name in names:
+            self.tasks.pop(f"source:{name}", None)
+        await self._close_sources(names)
+
     # --- writes (CLI, MQTT command path) --------------------------------------------------------
     async def write_tag(self, source: str, device: str, tag: str, value: Value) -> None:
         """Write an engineering value to a configured, writable tag of a running source."""
@@ -374,10 +406,13 @@ class Runtime:
             fixed = [k for k in ("data_dir", "spool", "http", "log") if getattr(old, k) != getattr(new, k)]
             if fixed:
                 self.log.warning("config sections changed that apply only after a restart", sections=fixed)
-            site_changed = old.site != new.site
+            # topics, client ids and the status message follow the site and the gateway's id: rebuild the sinks
+            site_changed = old.site != new.site or old.gateway != new.gateway
             src_changes = _diff(old.sources, new.sources)
             sink_changes = _diff(old.sinks, new.sinks, force=site_changed)
             self.config = new.model_copy(update={k: getattr(old, k) for k in fixed})
+            self._config_hash = config_hash(self.config)
+            self.fleet.status_interval = self.config.gateway.status_interval
             for name in src_changes.removed | src_changes.changed:
                 await self._stop_component(f"source:{name}")
                 await self._close_sources([name])
@@ -403,7 +438,8 @@ class Runtime:
                 self._start_sink(name)
             for name in sorted(src_changes.added | src_changes.changed):
                 self._build_source(name, new.sources[name])
-                self._start_source(name)
+                if self.fleet.replaced_by is None:  # a gateway that stood down collects nothing
+                    self._start_source(name)
             self.reloads += 1
             self.log.info(
                 "config reloaded",

@@ -11,6 +11,7 @@ from gateway import plugins
 from gateway.config.base import SinkConfigBase, SourceConfigBase, TagBase
 from gateway.contracts import DeadLetters, Emit
 from gateway.errors import PermanentSinkError, RetryableSinkError
+from gateway.fleet.member import FleetMember
 from gateway.health import SourceHealth
 from gateway.model import Batch, Quality, Sample, now_ns
 from gateway.plugins import BuildContext, SinkPlugin, SourcePlugin
@@ -172,3 +173,8 @@ def install() -> Iterator[None]:
         SourcePlugin("toggle", ToggleSourceConfig, ToggleSource),
     ):
         yield
+
+
+def fleet_member(gateway_id: str, **kw: object) -> FleetMember:
+    """A gateway's fleet identity without a runtime: no devices, no sinks, a fixed config hash."""
+    return FleetMember(lambda: gateway_id, lambda: "0123456789ab", list, list, **kw)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from connectors.modbus.codec import DataType, Order, register_count
 from gateway.config.base import (
+    DeviceLoad,
     Duration,
     Name,
     SourceConfigBase,
@@ -199,3 +200,20 @@ class ModbusSourceConfig(SourceConfigBase):
         for device, dev in self.devices.items():
             for tag in dev.tags:
                 yield device, tag
+
+    def devices_separable(self) -> bool:
+        """Units behind one serial line (or one serial-to-Ethernet converter, which usually takes a single
+        TCP connection) are collected by one box: they move together."""
+        return self.transport == "tcp"
+
+    def device_loads(self) -> dict[str, DeviceLoad]:
+        """From the read plan: each poll group's requests once per its interval."""
+        from connectors.modbus.planner import plan_device  # the planner imports this module
+
+        groups = self.group_intervals()
+        out = {}
+        for device, dev in self.devices.items():
+            reads = sum(len(reqs) / groups[g] for g, reqs in plan_device(device, dev, self).items())
+            values = sum(1 / groups[t.poll_group] for t in dev.tags)
+            out[device] = DeviceLoad(len(dev.tags), values, reads)
+        return out

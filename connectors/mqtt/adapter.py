@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import ssl
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +42,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from connectors.mqtt.config import MqttSinkConfig
-from gateway.errors import PermanentSinkError, RetryableSinkError
+from connectors.mqtt.presence import RETAINED_WAIT, Presence
+from gateway.errors import GatewayError, PermanentSinkError, RetryableSinkError
+from gateway.fleet.message import GatewayStatus, StatusQuery
 from gateway.threads import WorkerThread
 
 # v5 PUBACK reason codes that mean "later" rather than "never": not authorized (a broker ACL being
@@ -81,21 +85,30 @@ class _Write:
 
 
 class MqttLink:
-    """One MQTT connection: connect forever with backoff, birth/last will, acked publishing, subscribe."""
+    """One MQTT connection: connect forever with backoff, the gateway's status and last will (with a
+    ``Presence``), acked publishing, subscribe.
+
+    With a presence, the link counts as connected (``publish_all`` works) only once it went *online*: at
+    once on the process's first connect, after reading the retained status on every later one (see
+    ``connectors.mqtt.presence``). A link that finds itself replaced disconnects cleanly and stays down.
+    """
 
     def __init__(
         self,
         config: MqttSinkConfig,
         *,
         client_id: str,
-        status_topic: str,
         log: structlog.stdlib.BoundLogger,
+        presence: Presence | None = None,
         on_message: Callable[[InboundMessage], None] | None = None,
+        on_replaced: Callable[[GatewayStatus], None] | None = None,
     ) -> None:
         self.config = config
-        self.status_topic = status_topic
+        self.presence = presence
+        self.status_topic = presence.topic if presence is not None else ""
         self.log = log
         self._on_message_cb = on_message
+        self._on_replaced_cb = on_replaced
         self._loop: asyncio.AbstractEventLoop | None = None
         self._v5 = config.protocol == "5"
         if self._v5:
@@ -114,7 +127,8 @@ class MqttLink:
             client.username_pw_set(config.username, pw)
         if config.tls is not None and config.tls.enabled:
             client.tls_set_context(self._ssl_context())
-        client.will_set(status_topic, b"offline", qos=1, retain=True)
+        if presence is not None:
+            client.will_set(self.status_topic, presence.status("offline").to_json(), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -145,6 +159,12 @@ class MqttLink:
         self._connected_async = asyncio.Event()
         self._subscriptions: list[tuple[str, int]] = []
         self._stopping = False
+        self._seq = 0  # connections accepted so far; a callback for an older one is stale
+        self._checking: asyncio.TimerHandle | None = None  # waiting for the retained status (rule 2)
+        self.replaced_by: GatewayStatus | None = None
+        """Another instance of this gateway that took its id; the link then stays down for good."""
+        self.last_status: GatewayStatus | None = None
+        """The status this link published last (birth or heartbeat)."""
         self._problem: str | None = None  # the last reason we are not connected
         self._reported: dict[str, str] = {}  # broker -> the problem last logged for it (once per change)
         self.connects = 0
@@ -190,9 +210,12 @@ class MqttLink:
         self._client.loop_start()
 
     async def stop(self, timeout: float = 2.0) -> None:
-        """Publish ``offline`` (a clean stop does not fire the will), disconnect, end the thread."""
-        if self._connected.is_set():
-            info = self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
+        """Publish the status as ``offline`` (a clean stop does not fire the will), disconnect, end the thread."""
+        if self._checking is not None:
+            self._checking.cancel()
+        if self._connected.is_set() and self.presence is not None:
+            offline = self.presence.status("offline").to_json()
+            info = self._client.publish(self.status_topic, offline, qos=1, retain=True)
             w = self._track([info.mid]) if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS,) else None
             if w is not None:
                 with contextlib.suppress(TimeoutError):
@@ -210,6 +233,17 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def publish_status(self) -> None:
+        """The gateway's status now, retained, and the same as ``offline`` for the last will (the will goes
+        with the next connect, so it says when the gateway was last seen). Only while online."""
+        if self.presence is None or not self._connected.is_set() or self._silent() is not None:
+            return
+        status = self.presence.status()
+        self._client.publish(self.status_topic, status.to_json(), 1, True)
+        self.last_status = status
+        offline = dataclasses.replace(status, state="offline")
+        self._client.will_set(self.status_topic, offline.to_json(), qos=1, retain=True)
 
     @property
     def endpoint(self) -> str:
@@ -233,7 +267,12 @@ class MqttLink:
     async def publish_all(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool) -> None:
         """Publish ``messages`` in order and return once the broker acked every one of them."""
         if not self._connected.is_set():
+            if self.replaced_by is not None:
+                raise RetryableSinkError(f"stopped: gateway id {self.replaced_by.id!r} is run by another instance "
+                                         f"(host {self.replaced_by.host})")
             raise RetryableSinkError(f"not connected to the broker: {self._problem or 'connecting'}")
+        if (silent := self._silent()) is not None:
+            raise RetryableSinkError(f"nothing heard from the broker for {silent:.0f} s; waiting for the link")
         w = _Write()
         publish = self._client.publish
         pending = self._pending
@@ -277,6 +316,16 @@ class MqttLink:
                     raise RetryableSinkError(
                         f"broker did not acknowledge {w.remaining} message(s) within {timeout:g}s"
                     ) from None
+
+    def _silent(self) -> float | None:
+        """Seconds since the broker was last heard from, when that is longer than it would wait for us (1.5
+        keep-alives): a process that was frozen (a box cut off and back) still counts as connected until paho
+        reads the closed socket, and what it published meanwhile would be queued and re-sent on reconnect,
+        before anything else: from a box that may have been replaced in between. None when all is well."""
+        with self._client._msgtime_mutex:
+            heard = self._client._last_bytes_received
+        silent = time.monotonic() - heard
+        return silent if silent > 1.5 * self.config.keepalive else None
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int, retain: bool = False,
                        response_to: InboundMessage | None = None) -> None:
@@ -389,17 +438,23 @@ class MqttLink:
         inflight = self.config.max_inflight if receive_max is None else min(self.config.max_inflight, receive_max)
         # paho's setter refuses while connected; the private field is what its send window reads.
         client._max_inflight_messages = inflight
-        client.publish(self.status_topic, b"online", qos=1, retain=True)
+        if self.presence is not None:
+            client.subscribe(self.status_topic, 1)  # how a replaced gateway learns it (presence rules 2, 3)
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
-        self._connected.set()
-        self._set_async_connected(True)
+        self._seq += 1
         # resent: messages published before and not acknowledged, which paho now sends again (read racily
         # from the loop's counter: for the log only)
         self.log.info("mqtt connected", broker=self.endpoint, session_present=bool(flags.session_present),
                       reconnected=self._problem is not None, failovers=self.failovers, resent=self._outstanding)
         self._problem = None
         self._reported.clear()
+        if self.presence is None:
+            self._connected.set()
+            self._set_async_connected(True)
+        elif self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                self._loop.call_soon_threadsafe(self._arrived, self._seq, self.connects == 1)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         exc = sys.exc_info()[1]  # paho calls this inside its `except OSError:` block
@@ -454,7 +509,12 @@ class MqttLink:
             self._client._reconnect_delay = delay / 2  # type: ignore[assignment]
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: Any) -> None:
-        if self._on_message_cb is None or self._loop is None:
+        if self._loop is None:
+            return
+        if self.presence is not None and msg.topic == self.status_topic:
+            self._loop.call_soon_threadsafe(self._status_seen, bool(msg.retain), bytes(msg.payload))
+            return
+        if self._on_message_cb is None:
             return
         props = getattr(msg, "properties", None)
         inbound = InboundMessage(
@@ -465,6 +525,59 @@ class MqttLink:
             expiry=getattr(props, "MessageExpiryInterval", None) if props is not None else None,
         )
         self._loop.call_soon_threadsafe(self._on_message_cb, inbound)
+
+    # --- presence (event loop) -------------------------------------------------------------------
+
+    def _arrived(self, seq: int, first: bool) -> None:
+        """A connect was accepted: go online at once the first time (rule 1), else read the retained status
+        first (rule 2), publishing anyway after ``RETAINED_WAIT`` if the broker has none."""
+        if seq != self._seq or self.replaced_by is not None:
+            return
+        if first:
+            self._online(seq)
+        else:
+            if self._checking is not None:
+                self._checking.cancel()
+            assert self._loop is not None
+            self._checking = self._loop.call_later(RETAINED_WAIT, self._online, seq)
+
+    def _online(self, seq: int) -> None:
+        self._checking = None
+        if seq != self._seq or self.replaced_by is not None or not self._client.is_connected():
+            return
+        self._connected.set()
+        self._connected_async.set()
+        self.publish_status()
+
+    def _status_seen(self, retained: bool, payload: bytes) -> None:
+        presence = self.presence
+        if presence is None or self.replaced_by is not None:
+            return
+        checking = self._checking is not None
+        other = presence.replaced_by(payload)
+        if other is not None:
+            self._stand_down(other)
+        elif checking and retained:  # the retained status is ours, or nobody's claim: carry on at once
+            assert self._checking is not None
+            self._checking.cancel()
+            self._online(self._seq)
+        elif not checking and presence.overwritten(payload):
+            self.publish_status()  # the replaced box's last words landed after our birth: ours is retained again
+
+    def _stand_down(self, other: GatewayStatus) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
+            self._checking = None
+        self.replaced_by = other
+        self._stopping = True  # a deliberate disconnect: not a lost connection
+        self._connected.clear()
+        self._connected_async.clear()
+        self._client.disconnect()  # clean, so no last will overwrites the other instance's status; no reconnect
+        self.log.error("mqtt: another instance of this gateway is online on the broker; stopped publishing "
+                       "and disconnected for good", gateway=other.id, other_host=other.host,
+                       other_instance=other.instance)
+        if self._on_replaced_cb is not None:
+            self._on_replaced_cb(other)
 
     def _keep_backoff(self, lasted: float) -> None:
         """paho resets its reconnect delay at every accepted CONNACK. A connection that stayed up for
@@ -499,3 +612,72 @@ class MqttLink:
         ev = self._connected_async
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(ev.set if up else ev.clear)
+
+
+def read_retained(query: StatusQuery) -> list[tuple[str, bytes]]:
+    """The messages on ``query.topics`` within a short window after subscribing: the retained ones first
+    (``edge-gateway fleet status``). MQTT 3.1.1, a throw-away clean session, QoS 1 subscriptions; no will,
+    nothing published. Blocking. Ends once every ``expect``ed topic answered, else (nothing expected) when no
+    message came for ``_QUIET`` seconds after the broker acknowledged the subscriptions, and at ``timeout``."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-gateway-fleet-{uuid.uuid4().hex[:10]}",
+                         protocol=mqtt.MQTTv311, clean_session=True)
+    if query.username is not None:
+        client.username_pw_set(query.username, query.password)
+    if query.ca_file is not None:
+        try:
+            client.tls_set_context(ssl.create_default_context(cafile=query.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise GatewayError(f"cannot load the CA file {query.ca_file}: {exc}") from None
+    lock = threading.Lock()
+    got: list[tuple[str, bytes]] = []
+    state: dict[str, Any] = {"connected": None, "subacks": 0, "last": 0.0}
+
+    def on_connect(c: mqtt.Client, ud: Any, flags: Any, reason: Any, props: Any) -> None:
+        state["connected"] = reason.getName() if reason.is_failure else ""
+        if not reason.is_failure:
+            c.subscribe([(topic, 1) for topic in query.topics])  # one SUBSCRIBE, one SUBACK
+
+    def on_subscribe(c: mqtt.Client, ud: Any, mid: int, reasons: Any, props: Any) -> None:
+        with lock:
+            state["subacks"] += 1
+            state["last"] = time.monotonic()
+
+    def on_message(c: mqtt.Client, ud: Any, msg: Any) -> None:
+        with lock:
+            got.append((msg.topic, bytes(msg.payload)))
+            state["last"] = time.monotonic()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    deadline = time.monotonic() + query.timeout
+    try:
+        client.connect(query.host, query.port, keepalive=30)
+    except (OSError, ssl.SSLError) as exc:
+        raise GatewayError(f"cannot connect to the broker {query.host}:{query.port}: {exc}") from None
+    client.loop_start()
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.02)
+            with lock:
+                if state["connected"]:
+                    raise GatewayError(f"the broker {query.host}:{query.port} refused the connection: "
+                                       f"{state['connected']}")
+                seen = {t for t, _ in got}
+                if state["subacks"]:
+                    if query.expect:  # a cluster may take a while to look a retained message up: wait for it
+                        if query.expect <= seen:
+                            break
+                    elif time.monotonic() - state["last"] > _QUIET:
+                        break
+        if state["connected"] is None:
+            raise GatewayError(f"the broker {query.host}:{query.port} did not answer within {query.timeout:g} s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    with lock:
+        return list(got)
+
+
+_QUIET = 0.5
+"""Retained messages come in one burst after each SUBACK: half a second without one ends the read."""

@@ -140,7 +140,7 @@ def _depth(value: Any, limit: int) -> int:
 def _pattern(template: str, fields: dict[str, str]) -> re.Pattern[str]:
     """A topic template (site fields filled, ``{source}``/``{device}``/``{tag}`` any one level) as a regex."""
     marker = "\x00"
-    text = template.format(**fields, source=marker, device=marker, tag=marker)
+    text = template.format(**fields, source=marker, device=marker, tag=marker, gateway=marker)
     return re.compile("(?:" + re.escape(text).replace(re.escape(marker), "[^/]*") + ")(?:/.*)?")
 
 

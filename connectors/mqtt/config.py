@@ -16,6 +16,8 @@ from gateway.config.base import (
 )
 
 TOPIC_FIELDS = TEMPLATE_FIELDS
+STATUS_FIELDS = frozenset({"enterprise", "site", "area", "line", "gateway"})
+"""Placeholders of the status topic: the site's and the gateway's id (``gateway.id``)."""
 
 
 def parse_endpoint(text: str) -> tuple[str, int]:
@@ -104,7 +106,9 @@ class MqttSinkConfig(SinkConfigBase):
     )
     protocol: Literal["3.1.1", "5"] = Field(
         "5", description="MQTT version; 3.1.1 for brokers without MQTT 5 (nats-server's MQTT, older brokers)")
-    client_id: str = Field("", description="default: edge-gateway-<site>-<sink name>")
+    client_id: str = Field(
+        "", description="default: edge-gateway-<site>-<sink name>, or edge-gateway-<site>-<gateway.id>-<sink name> "
+        "when gateway.id is set (every gateway of a fleet needs its own)")
     username: str | None = None
     password: SecretStr | None = None
     keepalive: Duration = Field(30.0, ge=5, description="MQTT keep-alive")
@@ -127,8 +131,10 @@ class MqttSinkConfig(SinkConfigBase):
     retain: bool = Field(False, description="publish values retained (a new subscriber sees the last value)")
     units: bool = Field(True, description="carry each tag's unit in the payload")
     status_topic: str = Field(
-        "{enterprise}/{site}/{area}/{line}/gateway/status",
-        description="retained `online` on connect, `offline` as last will and on a clean stop",
+        "{enterprise}/{site}/{area}/{line}/gateway/{gateway}/status",
+        description="the gateway's retained status message (JSON: id, state online/offline, version, uptime, "
+        "devices ok/bad, backlog, last delivery, config hash): on connect, every gateway.status_interval and on "
+        "a change; state offline as last will and on a clean stop. {gateway} is gateway.id",
     )
     max_pending: int = Field(
         10_000, ge=1, le=60_000, description="messages published but not yet acked (paho refuses past 65,535)"
@@ -180,10 +186,15 @@ class MqttSinkConfig(SinkConfigBase):
             return [(self.host, self.port)]
         return [parse_endpoint(h) for h in self.hosts]
 
-    @field_validator("topic", "status_topic")
+    @field_validator("topic")
     @classmethod
     def _topic(cls, value: str | None) -> str | None:
         return None if value is None else check_topic(value, TOPIC_FIELDS)
+
+    @field_validator("status_topic")
+    @classmethod
+    def _status_topic(cls, value: str) -> str:
+        return check_topic(value, STATUS_FIELDS)
 
     @model_validator(mode="after")
     def _layout_fields(self) -> MqttSinkConfig:

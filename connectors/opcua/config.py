@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from gateway.config.base import (
+    DeviceLoad,
     Duration,
     Name,
     SourceConfigBase,
@@ -180,3 +181,19 @@ class OpcUaSourceConfig(SourceConfigBase):
         for device, dev in self.devices.items():
             for tag in dev.tags:
                 yield device, tag
+
+    def device_loads(self) -> dict[str, DeviceLoad]:
+        """Subscriptions: at most one value per item and publishing cycle, no faster than it is sampled (every
+        item changing), one publish request per cycle; polling: every tag per poll, one batched read. Tags
+        that ``discover`` will find are not known here and not counted."""
+        out = {}
+        for device, dev in self.devices.items():
+            if dev.mode == "poll":
+                out[device] = DeviceLoad(len(dev.tags), len(dev.tags) / dev.poll_interval, 1 / dev.poll_interval)
+                continue
+            values = 0.0
+            for tag in dev.tags:
+                sampling = dev.sampling_interval if tag.sampling_interval is None else tag.sampling_interval
+                values += 1 / max(sampling, dev.publishing_interval)
+            out[device] = DeviceLoad(len(dev.tags), values, 1 / dev.publishing_interval)
+        return out

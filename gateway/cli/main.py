@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
-from gateway.cli import config_cmds, deadletters_cmd, run_cmd, write_cmd
+from gateway.cli import config_cmds, deadletters_cmd, fleet_cmd, run_cmd, write_cmd
 from gateway.plugins import PluginError, command_plugins, missing_requirement
 
 Handler = Callable[[argparse.Namespace], int]
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmds.register(sub)
     write_cmd.register(sub)
     deadletters_cmd.register(sub)
+    fleet_cmd.register(sub)
     try:
         plugins = command_plugins()  # the connectors' and simulators' commands register themselves
     except PluginError as exc:  # a broken plug-in must not take the whole CLI down

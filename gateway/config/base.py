@@ -206,14 +206,56 @@ class TagBase:
         return bool(self.alarm) or self.stale_after is not None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeviceLoad:
+    """What collecting one device costs at its configured rates: ``edge-gateway fleet plan`` balances on it."""
+
+    tags: int
+    values_per_s: float
+    """Values read per second (an upper bound for subscriptions: every item changing at its rate)."""
+    reads_per_s: float
+    """Requests the gateway sends per second for it (Modbus reads, OPC-UA publish or read requests)."""
+
+
 class SourceConfigBase(StrictModel):
-    """Base of every source plug-in's config. ``type`` is the plug-in kind (the discriminator)."""
+    """Base of every source plug-in's config. ``type`` is the plug-in kind (the discriminator).
+
+    Sources that collect several devices keep them in a ``devices`` mapping (name -> device): the fleet
+    planner splits a source by those keys, and the defaults below read ``devices`` and ``interval``.
+    """
 
     type: str
+    line: Name | None = Field(
+        None, description="the production line this source serves: `edge-gateway fleet plan --by line` keeps the "
+        "sources of one line on one gateway (default: the source is a line of its own)"
+    )
 
     def iter_tags(self) -> Iterator[tuple[str, TagBase]]:
         """Yield ``(device, tag)`` for every configured tag; the processing stage is built from it."""
         return iter(())
+
+    def device_names(self) -> list[str]:
+        """Every configured device, in config order (a device without tags included)."""
+        devices = getattr(self, "devices", None)
+        if isinstance(devices, dict):
+            return list(devices)
+        return list(dict.fromkeys(d for d, _ in self.iter_tags()))
+
+    def devices_separable(self) -> bool:
+        """Whether different gateways may collect this source's devices (``fleet plan --by device``): true
+        for a ``devices`` mapping; a source whose devices share one link that only one box can hold (a
+        serial line) says False and moves whole."""
+        return isinstance(getattr(self, "devices", None), dict)
+
+    def device_loads(self) -> dict[str, DeviceLoad]:
+        """Per device: configured tags, values and requests per second. This default assumes every tag is
+        read once per ``interval`` (1 s without one) in one request; sources override it where they know
+        their requests (the Modbus read plan, OPC-UA sampling)."""
+        interval = float(getattr(self, "interval", 1.0)) or 1.0
+        counts = dict.fromkeys(self.device_names(), 0)
+        for device, _ in self.iter_tags():
+            counts[device] = counts.get(device, 0) + 1
+        return {d: DeviceLoad(n, n / interval, 1 / interval) for d, n in counts.items()}
 
 
 class SinkConfigBase(StrictModel):

@@ -12,6 +12,7 @@ import functools
 import json
 import operator
 import os
+import re
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ from pydantic_settings import (
 from gateway.config import yaml_events
 from gateway.config.base import NAME_PATTERN, Name, SinkConfigBase, SourceConfigBase, StrictModel
 from gateway.config.errors import Origin, format_errors
-from gateway.config.site import EmbeddedLineConfig, HttpConfig, LogConfig, SiteConfig, SpoolConfig
+from gateway.config.site import EmbeddedLineConfig, GatewaySection, HttpConfig, LogConfig, SiteConfig, SpoolConfig
 from gateway.errors import ConfigError
 from gateway.plugins import (
     SINKS_GROUP,
@@ -60,7 +61,7 @@ ENV_DELIMITER = "__"
 EMBEDDED = "<embedded default>"
 """``GatewayConfig.path`` (and the error prefix) when the embedded default config is used."""
 
-_MAPPING_SECTIONS = frozenset({"site", "sources", "sinks", "spool", "http", "log"})
+_MAPPING_SECTIONS = frozenset({"site", "gateway", "sources", "sinks", "spool", "http", "log"})
 
 
 def default_data_dir(env: Mapping[str, str] | None = None) -> str:
@@ -85,6 +86,9 @@ class GatewayConfig(StrictModel):
     site: SiteConfig = Field(
         default_factory=SiteConfig, description="where this gateway sits (ISA-95); used by topic templates"
     )
+    gateway: GatewaySection = Field(
+        default_factory=GatewaySection, description="this gateway's id in a fleet and its status message"
+    )
     data_dir: str = Field(
         default_factory=default_data_dir,
         description="where the spool and the embedded store live; "
@@ -103,6 +107,14 @@ class GatewayConfig(StrictModel):
         default_factory=dict, description="simulated lines served inside this process (demos); name -> line"
     )
     path: str = Field(EMBEDDED, exclude=True, description="the file this config was loaded from")
+
+    def gateway_id(self) -> str:
+        """``gateway.id``, else ``<site>-<line>`` made into an id (``plant1-bottling1``)."""
+        if self.gateway.id is not None:
+            return self.gateway.id
+        raw = f"{self.site.site}-{self.site.line}".lower()
+        slug = re.sub(r"[^a-z0-9]+", "-", raw).strip("-")
+        return slug[:64].strip("-") or "gateway"
 
 
 # --- settings sources --------------------------------------------------------------------------------

@@ -18,6 +18,26 @@ class SiteConfig(StrictModel):
     line: str = "line1"
 
 
+GATEWAY_ID_PATTERN = r"^[a-z0-9]+([_-][a-z0-9]+)*$"
+"""A gateway id: lowercase letters and digits, single ``-`` or ``_`` between them (it goes into MQTT topics
+and client ids, file names and the plan)."""
+
+
+class GatewaySection(StrictModel):
+    """Who this gateway is in a fleet: its id and how it reports itself (``edge-gateway fleet status``)."""
+
+    id: str | None = Field(
+        None, pattern=GATEWAY_ID_PATTERN, max_length=64,
+        description="stable id of this gateway in a fleet: its status topic (…/gateway/<id>/status) and MQTT "
+        "client ids; default <site>-<line> from `site:`. `edge-gateway fleet plan` sets it in each shard",
+    )
+    status_interval: Duration = Field(
+        10.0, ge=1, le=3600,
+        description="how often the retained status message is published (and within 2 s of a change of its "
+        "devices ok/bad or config)",
+    )
+
+
 class SpoolConfig(StrictModel):
     """The durable store-and-forward spool (SQLite, WAL) between sources and sinks."""
 

@@ -416,7 +416,7 @@ def test_section_of_the_wrong_shape(write: Write) -> None:
     p = write("sources: [gen]\n1: x\n")
     assert problems(p) == [
         f"{p}: sources: Input should be a valid dictionary",
-        f"{p}: 1: unknown key; expected one of: data_dir, http, log, simulators, sinks, site, sources, spool",
+        f"{p}: 1: unknown key; expected one of: data_dir, gateway, http, log, simulators, sinks, site, sources, spool",
     ]
 
 

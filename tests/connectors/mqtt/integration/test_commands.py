@@ -233,7 +233,7 @@ async def test_hostile_response_topics_are_refused_before_the_write_and_the_link
         for n, topic in enumerate(hostile):  # as a payload field (MQTT 3.1.1 style)
             sub.publish(f"{PREFIX}/line/m1/setpoint/set", json.dumps(
                 {"value": 20 + n, "ts": iso_now(), "correlation": f"h{n}", "response_topic": topic}).encode())
-        for n, topic in enumerate(["evil/#", telemetry, "acme/busan/packaging/line1/gateway/status",
+        for n, topic in enumerate(["evil/#", telemetry, "acme/busan/packaging/line1/gateway/busan-line1/status",
                                    f"{PREFIX}/line/m1/setpoint/set"]):  # as the MQTT 5 response topic
             sub.publish(f"{PREFIX}/line/m1/setpoint/set", json.dumps({"value": 40 + n, "ts": iso_now()}).encode(),
                         response_topic=topic, correlation_data=f"v{n}".encode())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +23,7 @@ from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.sink import MqttSink
 from gateway.config.site import SiteConfig
 from gateway.errors import RetryableSinkError
+from gateway.fleet.message import GatewayStatus
 from gateway.logs import get_logger
 from gateway.model import Batch, Quality, Sample
 from tests.mqtt_subscriber import Subscriber
@@ -154,25 +154,28 @@ def test_birth_on_start_and_last_will_when_the_process_dies(mosquitto_server: Mo
         "sinks": {"cloud": {"type": "mqtt", "port": mosquitto_server.port, "keepalive": "5s",
                             "client_id": "will-test-gw"}},
     }))
-    status = "will/s/a/l/gateway/status"
+    status = "will/s/a/l/gateway/s-l/status"  # gateway.id defaults to <site>-<line>
     with Subscriber(mosquitto_server.port, [status]) as sub:
         proc = subprocess.Popen([sys.executable, "-m", "gateway.cli.main", "run", "-c", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
         try:
             deadline = time.monotonic() + 20
-            while not any(r.payload == b"online" for r in sub.snapshot()):
+            while not any(b'"online"' in r.payload for r in sub.snapshot()):
                 assert time.monotonic() < deadline, "no birth message"
                 time.sleep(0.05)
             proc.send_signal(signal.SIGKILL)  # no DISCONNECT: the broker must publish the will
             proc.wait(5)
             deadline = time.monotonic() + 20
-            while not (sub.snapshot() and sub.snapshot()[-1].payload == b"offline"):
+            while not (sub.snapshot() and b'"offline"' in sub.snapshot()[-1].payload):
                 assert time.monotonic() < deadline, f"no last will: {sub.snapshot()}"
                 time.sleep(0.05)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
-    live = [json.dumps(r.payload.decode()) for r in sub.snapshot() if not r.retain]
-    assert live == ['"online"', '"offline"']
+    live = [GatewayStatus.parse(r.payload) for r in sub.snapshot() if not r.retain]
+    assert [s.state for s in live] == ["online", "offline"]
+    assert len({s.instance for s in live}) == 1 and live[0].id == "s-l"
+    # the will is the last heartbeat's status: it says which gateway, which config, when last seen
+    assert live[1].config_hash == live[0].config_hash and live[1].started_ns == live[0].started_ns

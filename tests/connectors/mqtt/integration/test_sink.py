@@ -12,9 +12,11 @@ from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.sink import MqttSink
 from gateway.config.site import SiteConfig
 from gateway.errors import RetryableSinkError
+from gateway.fleet.message import GatewayStatus
 from gateway.logs import get_logger
 from gateway.model import Batch, Quality, Sample
-from tests.mqtt_subscriber import Subscriber
+from tests.fakes import fleet_member
+from tests.mqtt_subscriber import Received, Subscriber
 from tests.servers import Mosquitto, free_port, mosquitto
 
 SITE = SiteConfig(enterprise="acme", site="busan", area="packaging", line="line1")
@@ -23,8 +25,14 @@ TS_ISO = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(TS // 10**9)) + ".318Z"
 
 
 def make_sink(port: int, name: str = "cloud", **cfg: object) -> MqttSink:
+    """A sink of a gateway whose id is the sink's name (its status on …/gateway/<name>/status)."""
     config = MqttSinkConfig.model_validate({"port": port, **cfg})
-    return MqttSink(name, config, SITE, log=get_logger("test"))
+    return MqttSink(name, config, SITE, log=get_logger("test"), fleet=fleet_member(name))
+
+
+def state(r: Received) -> str | None:
+    """``online``/``offline`` of a status message, None for anything else."""
+    return GatewayStatus.parse(r.payload).state if r.topic.endswith("/status") else None
 
 
 def scan(device: str, ts: int, **values: object) -> list[Sample]:
@@ -48,7 +56,7 @@ async def test_device_layout_one_message_per_device_and_scan(mosquitto_server: M
         await sink.write([Batch("plc", samples)])
         await sub.wait_for(lambda m: sum(1 for r in m if "/gateway/" not in r.topic) >= 2)
         await sink.close()
-        got = await sub.wait_for(lambda m: m[-1].payload == b"offline")
+        got = await sub.wait_for(lambda m: state(m[-1]) == "offline")
     data = {r.topic: json.loads(r.payload) for r in got if "/gateway/" not in r.topic}
     assert data["acme/busan/packaging/line1/filler"] == {
         "ts": TS_ISO, "source": "plc", "device": "filler",
@@ -57,8 +65,10 @@ async def test_device_layout_one_message_per_device_and_scan(mosquitto_server: M
         "status": {"pressure": "ServerDeviceFailure"},  # Modbus exception 4, by name
     }
     assert data["acme/busan/packaging/line1/capper"]["values"] == {"temperature": 30.0}
-    status = [r.payload for r in got if r.topic == "acme/busan/packaging/line1/gateway/status" and not r.retain]
-    assert status[0] == b"online" and status[-1] == b"offline"
+    topic = f"acme/busan/packaging/line1/gateway/dev{protocol.replace('.', '')}/status"
+    status = [GatewayStatus.parse(r.payload) for r in got if r.topic == topic and not r.retain]
+    assert [s.state for s in status] == ["online", "offline"]
+    assert {s.id for s in status} == {f"dev{protocol.replace('.', '')}"} and status[0].config_hash == "0123456789ab"
 
 
 async def test_device_layout_interleaved_timestamps_one_message_each(mosquitto_server: Mosquitto) -> None:
@@ -72,7 +82,7 @@ async def test_device_layout_interleaved_timestamps_one_message_each(mosquitto_s
         await sink.write([Batch("opc", samples)])
         await sink.close()
         # our own offline status (a live one, not retained from an earlier test) comes after every data message
-        got = await sub.wait_for(lambda m: any(r.payload == b"offline" and not r.retain for r in m))
+        got = await sub.wait_for(lambda m: any(state(r) == "offline" and not r.retain for r in m))
     docs = [(r.topic, json.loads(r.payload)) for r in got if "/gateway/" not in r.topic]
     stamps = (TS_ISO, TS_ISO[:-4] + "418Z")
     assert [(t, d["ts"]) for t, d in docs] == [

@@ -10,6 +10,12 @@ broker acked each of its messages (PUBACK for QoS 1, PUBCOMP for QoS 2, the sock
 paho's ``wait_for_publish`` is not used: it raises for messages queued while offline even after they
 were delivered. Messages of QoS 1/2 published while the link is down stay in paho's in-memory queue
 and go out on reconnect, so a write in progress keeps waiting for them instead of failing.
+
+With ``fresh_sessions`` (Sparkplug B) every connection is a session of its own instead: what was not
+acknowledged when a connection ended is dropped from paho's queue before it could be re-sent on the next
+one, the writes it belonged to fail (their data stays spooled), and ``publish_all(..., connection=n)``
+publishes only while connection ``n`` is the current one. The session's own first messages (its births)
+then always precede any data on the new connection.
 """
 
 from __future__ import annotations
@@ -58,13 +64,14 @@ class InboundMessage:
 
 
 class _Write:
-    __slots__ = ("done", "error", "mids", "remaining")
+    __slots__ = ("done", "error", "lost", "mids", "remaining")
 
     def __init__(self) -> None:
         self.remaining = 0
         self.mids: list[int] = []
         self.done = asyncio.Event()
         self.error: tuple[int, str] | None = None
+        self.lost = False  # fresh_sessions: its connection ended before every ack was in
 
 
 class MqttLink:
@@ -75,14 +82,25 @@ class MqttLink:
         config: MqttSinkConfig,
         *,
         client_id: str,
-        status_topic: str,
+        status_topic: str | None,
         log: structlog.stdlib.BoundLogger,
         on_message: Callable[[InboundMessage], None] | None = None,
+        on_connect: Callable[[int], None] | None = None,
+        will: Callable[[], tuple[str, bytes, int, bool]] | None = None,
+        fresh_sessions: bool = False,
     ) -> None:
+        """``status_topic`` None: no online/offline status messages. ``on_connect(n)`` runs on the event loop
+        after the broker accepted connection number ``n``. ``will()`` gives the last will (topic, payload,
+        qos, retain) of each CONNECT packet, called just before the packet is sent (a Sparkplug NDEATH
+        carries a number that changes with every CONNECT). ``fresh_sessions``: see the module's doc."""
         self.config = config
         self.status_topic = status_topic
         self.log = log
         self._on_message_cb = on_message
+        self._on_connect_cb = on_connect
+        self._will = will
+        self._fresh = fresh_sessions
+        self._gate = threading.Lock()  # fresh_sessions: a publish and a new connection never interleave
         self._loop: asyncio.AbstractEventLoop | None = None
         self._v5 = config.protocol == "5"
         if self._v5:
@@ -101,7 +119,8 @@ class MqttLink:
             client.username_pw_set(config.username, pw)
         if config.tls is not None and config.tls.enabled:
             client.tls_set_context(self._ssl_context())
-        client.will_set(status_topic, b"offline", qos=1, retain=True)
+        if status_topic is not None:
+            client.will_set(status_topic, b"offline", qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -163,7 +182,7 @@ class MqttLink:
 
     async def stop(self, timeout: float = 2.0) -> None:
         """Publish ``offline`` (a clean stop does not fire the will), disconnect, end the thread."""
-        if self._connected.is_set():
+        if self._connected.is_set() and self.status_topic is not None:
             info = self._client.publish(self.status_topic, b"offline", qos=1, retain=True)
             w = self._track([info.mid]) if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS,) else None
             if w is not None:
@@ -197,8 +216,10 @@ class MqttLink:
 
     # --- publishing ----------------------------------------------------------------------------------
 
-    async def publish_all(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool) -> None:
-        """Publish ``messages`` in order and return once the broker acked every one of them."""
+    async def publish_all(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool,
+                          connection: int | None = None) -> None:
+        """Publish ``messages`` in order and return once the broker acked every one of them. With a
+        ``connection`` number, only while that connection is up (``fresh_sessions``)."""
         if not self._connected.is_set():
             raise RetryableSinkError(f"not connected to the broker: {self._problem or 'connecting'}")
         w = _Write()
@@ -210,7 +231,13 @@ class MqttLink:
                 while self._outstanding >= limit:
                     self._space.clear()
                     await self._space.wait()
-                info = publish(topic, payload, qos, retain)
+                if connection is None:
+                    info = publish(topic, payload, qos, retain)
+                else:
+                    with self._gate:
+                        if w.lost or connection != self.connects or not self._connected.is_set():
+                            raise RetryableSinkError("the connection to the broker changed during the write")
+                        info = publish(topic, payload, qos, retain)
                 rc = info.rc
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0):
                     # QoS 1/2 without a connection stays queued in paho; anything else was not taken
@@ -225,6 +252,8 @@ class MqttLink:
         except BaseException:
             self._abandon(w)
             raise
+        if w.lost:
+            raise RetryableSinkError("the connection to the broker was lost before it acknowledged the write")
         if w.error is not None:
             code, reason = w.error
             if code in _RETRYABLE_REASONS:
@@ -279,6 +308,15 @@ class MqttLink:
         w.remaining = 0
         self._space.set()
 
+    def _lose_pending(self) -> None:
+        """fresh_sessions, on the event loop after a connection ended: every write still waiting fails now
+        (its unacknowledged messages will never be re-sent)."""
+        self._drain_acks()  # acks that arrived before the end still count
+        for w in {id(w): w for w in self._pending.values()}.values():
+            w.lost = True
+            self._abandon(w)
+            w.done.set()
+
     def _drain_acks(self) -> None:
         """Event-loop side of the ack bridge: resolve every ack that arrived since the last call."""
         with self._lock:
@@ -308,10 +346,13 @@ class MqttLink:
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         """No Nagle on our publishes: a write's messages go out as they are published, not held until the
-        broker acknowledges the previous segment."""
+        broker acknowledges the previous segment. paho sends the CONNECT packet right after this: its will."""
         self._sock = sock
         with contextlib.suppress(OSError, AttributeError):  # a websocket wrapper has no socket options
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._will is not None:
+            topic, payload, qos, retain = self._will()
+            client.will_set(topic, payload, qos=qos, retain=retain)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         if _QUICKACK is not None and self._sock is not None:
@@ -331,7 +372,14 @@ class MqttLink:
             self._report(f"broker refused the connection: {reason.getName()}",
                          hint="check username/password" if reason.getName() in _AUTH_FAILURES else None)
             return
-        self.connects += 1
+        if self._fresh:
+            with self._gate, client._out_message_mutex:
+                # paho would re-send these right after this callback, before the new session's first message
+                client._out_messages.clear()
+                client._inflight_messages = 0
+                self.connects += 1
+        else:
+            self.connects += 1
         self.login_refused = False
         self._up_since = time.monotonic()
         # A v5 broker states how many QoS 1/2 messages it takes in flight; mosquitto silently drops
@@ -340,11 +388,15 @@ class MqttLink:
         inflight = self.config.max_inflight if receive_max is None else min(self.config.max_inflight, receive_max)
         # paho's setter refuses while connected; the private field is what its send window reads.
         client._max_inflight_messages = inflight
-        client.publish(self.status_topic, b"online", qos=1, retain=True)
+        if self.status_topic is not None:
+            client.publish(self.status_topic, b"online", qos=1, retain=True)
         for topic, qos in self._subscriptions:
             client.subscribe(topic, qos)
         self._connected.set()
         self._set_async_connected(True)
+        if self._on_connect_cb is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                self._loop.call_soon_threadsafe(self._on_connect_cb, self.connects)
         self.log.info("mqtt connected", host=self.config.host, port=self.config.port,
                       session_present=bool(flags.session_present), reconnected=self._problem is not None)
         self._problem = None
@@ -363,6 +415,9 @@ class MqttLink:
         was = self._connected.is_set()
         self._connected.clear()
         self._set_async_connected(False)
+        if self._fresh and self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._lose_pending)
         if was and not self._stopping:
             now = time.monotonic()
             self._losses.append(now)

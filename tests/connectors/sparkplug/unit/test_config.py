@@ -56,3 +56,12 @@ def test_bdseq_is_stored_before_use_and_wraps(tmp_path: Path) -> None:
     assert BdSeq(path, log).next() == 0
     path.write_text("garbage")
     assert BdSeq(path, log).next() == 0
+
+
+def test_sample_yaml_is_a_valid_config(tmp_path: Path) -> None:
+    sample = yaml.safe_load((Path(__file__).resolve().parents[4] / "connectors/sparkplug/sample.yaml").read_text())
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump({"sources": {"line": {"type": "synthetic", "devices": {
+        "press_1": {"tags": [{"name": "mode", "signal": "constant", "value": 1}]}}}}, "sinks": {"scada": sample}}))
+    cfg = load_config(path).sinks["scada"]
+    assert isinstance(cfg, SparkplugSinkConfig) and cfg.primary_host_id == "ignition" and cfg.commands.enabled

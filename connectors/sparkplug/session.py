@@ -271,6 +271,8 @@ class EdgeNode:
                 if _link_down(samples):
                     if not dead and dev.born_version >= 0:
                         flush(dev)
+                        # when the link was found down (a host marks the device offline at the DDEATH's
+                        # timestamp): the same as the publishing time, unless the spool held it meanwhile
                         ts = max(_ms(s) for s in samples)
                         out.append((dev.topics["DDEATH"], codec.ddeath(self._seq(), ts)))
                         dev.born_version = -1

@@ -94,6 +94,7 @@ class SparkplugSink:
         self._host_online = self.state_topic is None
         self._host_ts: float | None = None
         self._collisions: set[str] = set()
+        self._chores: set[asyncio.Task[None]] = set()  # tasks started from callbacks, kept until done
         self.sessions = 0
         """Birth sequences published (new connections and rebirths)."""
         self.rebirth_requests = 0
@@ -315,7 +316,10 @@ class SparkplugSink:
             self.log.warning("sparkplug primary host offline; NDEATH, reconnecting, holding data in the spool",
                              host=self.config.primary_host_id)
             if self._session:
-                asyncio.get_running_loop().create_task(self._host_offline(), name=f"sparkplug-offline:{self.name}")
+                task = asyncio.get_running_loop().create_task(self._host_offline(),
+                                                              name=f"sparkplug-offline:{self.name}")
+                self._chores.add(task)
+                task.add_done_callback(self._chores.discard)
 
     async def _host_offline(self) -> None:
         """NDEATH and disconnect (the connection starts over, and births wait for the host)."""

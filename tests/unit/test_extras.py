@@ -38,6 +38,10 @@ def test_the_core_needs_no_protocol_library_and_each_plugin_names_its_extra() ->
             assert plugin.extra in extras
 
 
+def test_a_dotted_library_whose_parent_package_is_missing_is_missing() -> None:
+    assert plugins.missing_modules(["no_such_parent_pkg.protobuf", "json"]) == ["no_such_parent_pkg.protobuf"]
+
+
 def test_a_kind_whose_library_is_missing_is_refused_with_the_extra(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "gw.yaml"

@@ -86,13 +86,15 @@ def assert_complete(host: Host, samples: list[Sample], until_ms: int) -> int:
 # --- the payloads, decoded by Eclipse Tahu's JavaScript codec ----------------------------------------------
 
 
-async def test_tahu_javascript_codec_decodes_births_data_and_deaths(mosquitto_server: Mosquitto,
-                                                                    tmp_path: Path) -> None:
+@pytest.mark.parametrize(("protocol", "qos"), [("3.1.1", 1), ("5", 0)])
+async def test_tahu_javascript_codec_decodes_births_data_and_deaths(mosquitto_server: Mosquitto, tmp_path: Path,
+                                                                    protocol: str, qos: int) -> None:
+    group = f"js{qos}"
     config = SparkplugSinkConfig.model_validate({
-        "port": mosquitto_server.port, "group_id": "{site}", "edge_node_id": "{line}",
+        "port": mosquitto_server.port, "group_id": "{site}", "edge_node_id": "{line}", "protocol": protocol, "qos": qos,
         "datatypes": {"press/mode": "Int16", "press/limit": "UInt32", "press/started": "DateTime",
                       "press/level": "Float"}})
-    sink = SparkplugSink("js", config, SiteConfig(**site("jsgroup")), log=get_logger("test"), data_dir=str(tmp_path))
+    sink = SparkplugSink("js", config, SiteConfig(**site(group)), log=get_logger("test"), data_dir=str(tmp_path))
     t1 = TS + 1_000_000
 
     def s(tag: str, value: Value, ts: int = TS, quality: Quality = Quality.GOOD, status: int = 0,
@@ -106,7 +108,7 @@ async def test_tahu_javascript_codec_decodes_births_data_and_deaths(mosquitto_se
              s("frozen", 3.0, quality=Quality.UNCERTAIN, status=0x40900000)]
     second = [s("temp", 22.25, t1), s("count", -8, t1), s("run", False, t1), s("fault", 1.5, t1),
               s("ids", [7], t1), s("temp", 22.5, t1 + 1_000_000)]
-    with Host(mosquitto_server.port, "jsgroup") as host:
+    with Host(mosquitto_server.port, group) as host:
         await sink.open()
         await host.wait_for(births, what="NBIRTH")
         await sink.write([Batch("plc", first)])
@@ -116,7 +118,7 @@ async def test_tahu_javascript_codec_decodes_births_data_and_deaths(mosquitto_se
         raw = list(host.raw)
     assert host.violations == []
     decoded = decode_with_tahu(raw)
-    assert [d["topic"] for d in decoded] == [f"spBv1.0/jsgroup/{k}/line1{d}" for k, d in (
+    assert [d["topic"] for d in decoded] == [f"spBv1.0/{group}/{k}/line1{d}" for k, d in (
         ("NBIRTH", ""), ("DBIRTH", "/press"), ("DDATA", "/press"), ("NDEATH", ""))]
     assert all("error" not in d for d in decoded), decoded
     nbirth, dbirth, ddata, ndeath = (d["payload"] for d in decoded)

@@ -79,5 +79,5 @@ def run_in_child(name: str, params: dict[str, Any]) -> BenchResult:
 # The harness drives every protocol (simulators, brokers, the store), so it needs the bench extra.
 BENCH_COMMAND = CommandPlugin(
     name="bench", help="run a benchmark scenario and print a Markdown table", configure=configure, run=bench,
-    requires=("pymodbus", "asyncua", "paho", "influxdb_client"), extra="bench",
+    requires=("pymodbus", "asyncua", "paho", "influxdb_client", "google.protobuf"), extra="bench",
 )

@@ -151,6 +151,9 @@ SCENARIOS: dict[str, Scenario] = {
                  _lazy("bench.footprint", "run_footprint")),
         Scenario("startup", "-p devices=100 -p tags=1000 Modbus tags (one source a device, load generator): config "
                  "load, start, first full scan, peak RSS", _lazy("bench.footprint", "run_startup")),
+        Scenario("sparkplug", "-p tags=10000 synthetic tags changing every second -> Sparkplug B (DDATA by exception, "
+                 "QoS 1) -> mosquitto -> a host process decoding every metric; a broker restart mid-run: metrics/s, "
+                 "CPU, drain rate, values lost", _lazy("bench.sparkplug", "run_sparkplug")),
         Scenario("sinks", "synthetic --rate -> spool -> MQTT (per device, QoS 1) + InfluxDB (VictoriaMetrics); "
                  "then a 60 s outage of both uplinks at 10,000/s and the rate the backlog drains",
                  _lazy("bench.sinks", "run_sinks")),

@@ -158,8 +158,16 @@ DISTRIBUTION = "shopfloor-edge-gateway"
 
 
 def missing_modules(modules: Iterable[str]) -> list[str]:
-    """Those of ``modules`` that cannot be imported here (looked up, not imported)."""
-    return [m for m in modules if importlib.util.find_spec(m) is None]
+    """Those of ``modules`` that cannot be imported here (looked up, not imported; a dotted name's parent
+    package is imported to look into it, and a missing parent means a missing module)."""
+    return [m for m in modules if _missing(m)]
+
+
+def _missing(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:  # ``google.protobuf`` without any ``google`` package
+        return True
 
 
 def missing_requirement(plugin: SourcePlugin[Any] | SinkPlugin[Any] | CommandPlugin | ServicePlugin) -> str | None:

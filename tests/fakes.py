@@ -15,6 +15,7 @@ from gateway.fleet.member import FleetMember
 from gateway.health import SourceHealth
 from gateway.model import Batch, Quality, Sample, now_ns
 from gateway.plugins import BuildContext, SinkPlugin, SourcePlugin
+from gateway.status_codes import BAD_NOT_CONNECTED
 
 
 class RecordingSinkConfig(SinkConfigBase):
@@ -110,6 +111,8 @@ class ToggleSourceConfig(SourceConfigBase):
     devices: list[str] = ["m1"]
     interval: float = 0.02
     tags: int = 1
+    bad_when_down: bool = False
+    """A device that is down still gets its samples, BAD with BadNotConnected, as the Modbus source does."""
 
     def tag_names(self) -> list[str]:
         return ["v"] if self.tags == 1 else [f"v{i}" for i in range(self.tags)]
@@ -130,6 +133,7 @@ class ToggleSource:
         self.devices = config.devices
         self.interval = config.interval
         self.tag_names = config.tag_names()
+        self.bad_when_down = config.bad_when_down
         self.health = SourceHealth(name, config.devices)
         self.n = 0
 
@@ -145,9 +149,11 @@ class ToggleSource:
                     self.health.device(d).up()
                 else:
                     self.health.device(d).down("not connected")
+                ts = now_ns()
                 if up:
-                    ts = now_ns()
                     samples.extend(Sample(d, t, self.n, Quality.GOOD, 0, ts, ts) for t in self.tag_names)
+                elif self.bad_when_down:
+                    samples.extend(Sample(d, t, None, Quality.BAD, BAD_NOT_CONNECTED, ts, ts) for t in self.tag_names)
             self.n += 1
             await emit(Batch(self.name, samples))
             await asyncio.sleep(self.interval)

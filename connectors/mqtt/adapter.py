@@ -17,6 +17,12 @@ a row does the reconnect backoff apply. ``on_pre_connect`` points paho at the ch
 each attempt. The unacknowledged QoS 1 messages stay in paho's queue across the switch and are re-sent to
 the new broker (with DUP), so the write waiting for them completes there: a sample counts as delivered once
 the cluster acknowledged it, whichever node did.
+
+With ``fresh_sessions`` (Sparkplug B) every connection is a session of its own instead: what was not
+acknowledged when a connection ended is dropped from paho's queue before it could be re-sent on the next
+one, the writes it belonged to fail (their data stays spooled), and ``publish_all(..., connection=n)``
+publishes only while connection ``n`` is the current one. The session's own first messages (its births)
+then always precede any data on the new connection.
 """
 
 from __future__ import annotations
@@ -75,13 +81,14 @@ def endpoint_text(host: str, port: int) -> str:
 
 
 class _Write:
-    __slots__ = ("done", "error", "mids", "remaining")
+    __slots__ = ("done", "error", "lost", "mids", "remaining")
 
     def __init__(self) -> None:
         self.remaining = 0
         self.mids: list[int] = []
         self.done = asyncio.Event()
         self.error: tuple[int, str] | None = None
+        self.lost = False  # fresh_sessions: its connection ended before every ack was in
 
 
 class MqttLink:
@@ -102,13 +109,24 @@ class MqttLink:
         presence: Presence | None = None,
         on_message: Callable[[InboundMessage], None] | None = None,
         on_replaced: Callable[[GatewayStatus], None] | None = None,
+        on_connect: Callable[[int], None] | None = None,
+        will: Callable[[], tuple[str, bytes, int, bool]] | None = None,
+        fresh_sessions: bool = False,
     ) -> None:
+        """``presence`` None: no gateway status messages (nor their will). ``on_connect(n)`` runs on the event loop
+        after the broker accepted connection number ``n``. ``will()`` gives the last will (topic, payload,
+        qos, retain) of each CONNECT packet, called just before the packet is sent (a Sparkplug NDEATH
+        carries a number that changes with every CONNECT). ``fresh_sessions``: see the module's doc."""
         self.config = config
         self.presence = presence
         self.status_topic = presence.topic if presence is not None else ""
         self.log = log
         self._on_message_cb = on_message
         self._on_replaced_cb = on_replaced
+        self._on_connect_cb = on_connect
+        self._will = will
+        self._fresh = fresh_sessions
+        self._gate = threading.Lock()  # fresh_sessions: a publish and a new connection never interleave
         self._loop: asyncio.AbstractEventLoop | None = None
         self._v5 = config.protocol == "5"
         if self._v5:
@@ -264,8 +282,10 @@ class MqttLink:
 
     # --- publishing ----------------------------------------------------------------------------------
 
-    async def publish_all(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool) -> None:
-        """Publish ``messages`` in order and return once the broker acked every one of them."""
+    async def publish_all(self, messages: Sequence[tuple[str, bytes]], qos: int, retain: bool,
+                          connection: int | None = None) -> None:
+        """Publish ``messages`` in order and return once the broker acked every one of them. With a
+        ``connection`` number, only while that connection is up (``fresh_sessions``)."""
         if not self._connected.is_set():
             if self.replaced_by is not None:
                 raise RetryableSinkError(f"stopped: gateway id {self.replaced_by.id!r} is run by another instance "
@@ -282,7 +302,13 @@ class MqttLink:
                 while self._outstanding >= limit:
                     self._space.clear()
                     await self._space.wait()
-                info = publish(topic, payload, qos, retain)
+                if connection is None:
+                    info = publish(topic, payload, qos, retain)
+                else:
+                    with self._gate:
+                        if w.lost or connection != self.connects or not self._connected.is_set():
+                            raise RetryableSinkError("the connection to the broker changed during the write")
+                        info = publish(topic, payload, qos, retain)
                 rc = info.rc
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0):
                     # QoS 1/2 without a connection stays queued in paho; anything else was not taken
@@ -297,6 +323,8 @@ class MqttLink:
         except BaseException:
             self._abandon(w)
             raise
+        if w.lost:
+            raise RetryableSinkError("the connection to the broker was lost before it acknowledged the write")
         if w.error is not None:
             code, reason = w.error
             if code in _RETRYABLE_REASONS:
@@ -361,6 +389,15 @@ class MqttLink:
         w.remaining = 0
         self._space.set()
 
+    def _lose_pending(self) -> None:
+        """fresh_sessions, on the event loop after a connection ended: every write still waiting fails now
+        (its unacknowledged messages will never be re-sent)."""
+        self._drain_acks()  # acks that arrived before the end still count
+        for w in {id(w): w for w in self._pending.values()}.values():
+            w.lost = True
+            self._abandon(w)
+            w.done.set()
+
     def _drain_acks(self) -> None:
         """Event-loop side of the ack bridge: resolve every ack that arrived since the last call."""
         with self._lock:
@@ -390,10 +427,13 @@ class MqttLink:
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         """No Nagle on our publishes: a write's messages go out as they are published, not held until the
-        broker acknowledges the previous segment."""
+        broker acknowledges the previous segment. paho sends the CONNECT packet right after this: its will."""
         self._sock = sock
         with contextlib.suppress(OSError, AttributeError):  # a websocket wrapper has no socket options
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._will is not None:
+            topic, payload, qos, retain = self._will()
+            client.will_set(topic, payload, qos=qos, retain=retain)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         if _QUICKACK is not None and self._sock is not None:
@@ -425,7 +465,14 @@ class MqttLink:
             self._report(f"broker refused the connection: {name}", hint=hint)
             self._next_broker()
             return
-        self.connects += 1
+        if self._fresh:
+            with self._gate, client._out_message_mutex:
+                # paho would re-send these right after this callback, before the new session's first message
+                client._out_messages.clear()
+                client._inflight_messages = 0
+                self.connects += 1
+        else:
+            self.connects += 1
         self.login_refused = False
         self.protocol_refused = False
         self._up_since = time.monotonic()
@@ -452,6 +499,9 @@ class MqttLink:
         if self.presence is None:
             self._connected.set()
             self._set_async_connected(True)
+            if self._on_connect_cb is not None and self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                    self._loop.call_soon_threadsafe(self._on_connect_cb, self.connects)
         elif self._loop is not None:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 self._loop.call_soon_threadsafe(self._arrived, self._seq, self.connects == 1)
@@ -473,6 +523,9 @@ class MqttLink:
         unanswered, self._attempt_open = self._attempt_open, False
         self._connected.clear()
         self._set_async_connected(False)
+        if self._fresh and self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._lose_pending)
         if self._stopping:
             return
         if was:

@@ -144,6 +144,63 @@ def _pattern(template: str, fields: dict[str, str]) -> re.Pattern[str]:
     return re.compile("(?:" + re.escape(text).replace(re.escape(marker), "[^/]*") + ")(?:/.*)?")
 
 
+class RateLimit:
+    """Token bucket: at most ``rate`` commands a second once a burst of ``burst`` is spent."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._refill = time.monotonic()
+
+    def take(self) -> None:
+        """Spend one token, or raise ``Refused``."""
+        now = time.monotonic()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._refill) * self.rate)
+        self._refill = now
+        if self._tokens < 1.0:
+            raise Refused(f"rate limit: at most {self.rate:g} commands/s")
+        self._tokens -= 1.0
+
+
+class ReplayGuard:
+    """The answers of executed commands by key for ``ttl`` seconds, so one redelivered is not executed again."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._seen: dict[Any, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        seen = self._seen.get(key)
+        return seen[1] if seen is not None and seen[0] > time.monotonic() else None
+
+    def remember(self, key: Any, response: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if len(self._seen) >= SEEN_MAX:
+            self._seen = {k: v for k, v in self._seen.items() if v[0] > now}
+            while len(self._seen) >= SEEN_MAX:  # all still fresh: forget the oldest
+                del self._seen[next(iter(self._seen))]
+        self._seen[key] = (now + self.ttl, response)
+
+
+async def execute(writer: TagWriter, source: str, device: str, tag: str, value: Value, rate: RateLimit,
+                  audit: Any) -> str | None:
+    """The write of one command that passed its own checks: the rate limit, then the runtime's writer (the
+    tag's allow-list, the one strict coercion rule of ``gateway.writes``, its limits), within
+    ``WRITE_TIMEOUT``. None when written, else why not (for the requester; the caller audits it)."""
+    try:
+        rate.take()
+        await asyncio.wait_for(writer(source, device, tag, value), WRITE_TIMEOUT)
+    except (Refused, WriteError) as exc:
+        return str(exc)
+    except TimeoutError:
+        return f"the device did not answer within {WRITE_TIMEOUT:g}s"
+    except Exception as exc:  # a fault of ours still gets an answer: the sender must not wait forever
+        audit.exception("command failed", target=f"{source}.{device}.{tag}")
+        return f"write failed: {type(exc).__name__}: {shown(str(exc))}"
+    return None
+
+
 class CommandHandler:
     def __init__(self, config: CommandConfig, site: SiteConfig, writer: TagWriter, *, sink: str,
                  forbidden: Sequence[str] = ()) -> None:
@@ -153,15 +210,14 @@ class CommandHandler:
         self.response_prefix = config.response_prefix.format(**fields).rstrip("/")
         # topics a response must never land on: this sink's telemetry and status, and the commands themselves
         self._forbidden = [_pattern(t, fields) for t in forbidden] + [re.compile(re.escape(self.prefix) + "(?:/.*)?")]
-        self._seen: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self._replays = ReplayGuard(2 * config.max_age)
         self.duplicates = 0
         self.writer = writer
         self.audit = get_logger("gateway.audit", sink=sink)
         self.link: MqttLink | None = None
         self._queue: asyncio.Queue[InboundMessage] = asyncio.Queue(QUEUE_MAX)
         self._worker: asyncio.Task[None] | None = None
-        self._tokens = float(config.burst)
-        self._refill = time.monotonic()
+        self._rate = RateLimit(config.rate, config.burst)
         self._fmt = TimestampFormatter()
         self.executed = 0
         self.refused = 0
@@ -204,27 +260,18 @@ class CommandHandler:
             self._answer_refusal(msg, str(exc))
             return
         key = self._replay_key(cmd)
-        seen = self._seen.get(key)
-        if seen is not None and seen[0] > time.monotonic():
+        seen = self._replays.get(key)
+        if seen is not None:
             self.duplicates += 1
             self.audit.warning("command duplicate; not executed again", target=f"{cmd.source}.{cmd.device}.{cmd.tag}",
                                value=shown(cmd.value), correlation=_short(cmd.correlation))
-            self._publish(cmd.response_topic, {**seen[1], "duplicate": True}, cmd.request)
+            self._publish(cmd.response_topic, {**seen, "duplicate": True}, cmd.request)
             return
-        try:
-            self._check_rate()
-            await asyncio.wait_for(self.writer(cmd.source, cmd.device, cmd.tag, cmd.value), WRITE_TIMEOUT)
-        except (Refused, WriteError) as exc:
-            self._respond(cmd, ok=False, error=str(exc))
+        error = await execute(self.writer, cmd.source, cmd.device, cmd.tag, cmd.value, self._rate, self.audit)
+        if error is not None:
+            self._respond(cmd, ok=False, error=error)
             return
-        except TimeoutError:
-            self._respond(cmd, ok=False, error=f"the device did not answer within {WRITE_TIMEOUT:g}s")
-            return
-        except Exception as exc:  # a fault of ours still gets an answer: the sender must not wait forever
-            self.audit.exception("command failed", target=f"{cmd.source}.{cmd.device}.{cmd.tag}")
-            self._respond(cmd, ok=False, error=f"write failed: {type(exc).__name__}: {shown(str(exc))}")
-            return
-        self._remember(key, self._respond(cmd, ok=True))
+        self._replays.remember(key, self._respond(cmd, ok=True))
 
     def _replay_key(self, cmd: Command) -> tuple[str, str]:
         """The same command id for the same tag, or (without an id) the same topic and payload."""
@@ -234,14 +281,6 @@ class CommandHandler:
         if request.correlation_data is not None:
             return request.topic, "v5:" + request.correlation_data.hex()
         return request.topic, "body:" + request.payload.decode("utf-8", errors="replace")
-
-    def _remember(self, key: tuple[str, str], response: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if len(self._seen) >= SEEN_MAX:
-            self._seen = {k: v for k, v in self._seen.items() if v[0] > now}
-            while len(self._seen) >= SEEN_MAX:  # all still fresh: forget the oldest
-                del self._seen[next(iter(self._seen))]
-        self._seen[key] = (now + 2 * self.config.max_age, response)
 
     def _reply_topic(self, requested: str | None, *, v5: bool) -> str | None:
         """``requested`` if a response may go there; raises Refused with the reason otherwise."""
@@ -310,14 +349,6 @@ class CommandHandler:
         elif msg.expiry is None:
             raise _refuse(cmd, "command has no ts and no message expiry; its age cannot be checked")
         return cmd
-
-    def _check_rate(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(float(self.config.burst), self._tokens + (now - self._refill) * self.config.rate)
-        self._refill = now
-        if self._tokens < 1.0:
-            raise Refused(f"rate limit: at most {self.config.rate:g} commands/s")
-        self._tokens -= 1.0
 
     def _answer_refusal(self, msg: InboundMessage, error: str) -> None:
         try:

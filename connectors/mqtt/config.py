@@ -20,6 +20,31 @@ STATUS_FIELDS = frozenset({"enterprise", "site", "area", "line", "gateway"})
 """Placeholders of the status topic: the site's and the gateway's id (``gateway.id``)."""
 
 
+def check_hosts(value: list[str] | None) -> list[str] | None:
+    """A cluster's brokers (``hosts``): at least one, each ``host:port``, none twice."""
+    if value is None:
+        return None
+    if not value:
+        raise ValueError("list at least one broker (host:port), or leave hosts out and set host/port")
+    seen: dict[tuple[str, int], int] = {}
+    for i, entry in enumerate(value):
+        try:
+            host, port = parse_endpoint(entry)
+        except ValueError as exc:
+            raise ValueError(f"entry {i}: {exc}") from None
+        key = (host.lower(), port)
+        if key in seen:
+            raise ValueError(f"entry {i}: {entry!r} repeats entry {seen[key]}")
+        seen[key] = i
+    return value
+
+
+def check_hosts_or_host(hosts: list[str] | None, fields_set: set[str]) -> None:
+    both = sorted({"host", "port"} & fields_set)
+    if hosts is not None and both:
+        raise ValueError(f"hosts replaces host and port: set hosts, or {' and '.join(both)}, not both")
+
+
 def parse_endpoint(text: str) -> tuple[str, int]:
     """``host:port`` (``[v6 address]:port`` for IPv6) -> (host, port); ValueError says what is wrong."""
     if not isinstance(text, str) or not text.strip():
@@ -157,27 +182,11 @@ class MqttSinkConfig(SinkConfigBase):
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("list at least one broker (host:port), or leave hosts out and set host/port")
-        seen: dict[tuple[str, int], int] = {}
-        for i, entry in enumerate(value):
-            try:
-                host, port = parse_endpoint(entry)
-            except ValueError as exc:
-                raise ValueError(f"entry {i}: {exc}") from None
-            key = (host.lower(), port)
-            if key in seen:
-                raise ValueError(f"entry {i}: {entry!r} repeats entry {seen[key]}")
-            seen[key] = i
-        return value
+        return check_hosts(value)
 
     @model_validator(mode="after")
     def _hosts_or_host(self) -> MqttSinkConfig:
-        both = sorted({"host", "port"} & self.model_fields_set)
-        if self.hosts is not None and both:
-            raise ValueError(f"hosts replaces host and port: set hosts, or {' and '.join(both)}, not both")
+        check_hosts_or_host(self.hosts, self.model_fields_set)
         return self
 
     def endpoints(self) -> list[tuple[str, int]]:

@@ -107,13 +107,13 @@ def test_missing_config_file_is_one_line() -> None:
 
 
 def test_example_config_commented_connector_blocks_are_valid(tmp_path: Path) -> None:
-    """The commented modbus/opcua/mqtt/influxdb blocks in configs/example.yaml are real config: uncommented,
+    """The commented modbus/opcua/mqtt/sparkplug/influxdb blocks in configs/example.yaml are real config: uncommented,
     they validate (so the documentation cannot drift from the plug-ins)."""
     import re
 
     from gateway.config.loader import load_config
 
-    prose = ("Modbus", "connectors", "OPC-UA", "explore", "MQTT", "InfluxDB")
+    prose = ("Modbus", "connectors", "OPC-UA", "explore", "MQTT", "Sparkplug", "InfluxDB")
     lines = []
     for line in Path("configs/example.yaml").read_text().splitlines():
         m = re.match(r"^  # ( *)(\S.*)$", line)
@@ -124,4 +124,4 @@ def test_example_config_commented_connector_blocks_are_valid(tmp_path: Path) -> 
     assert {n: c.type for n, c in cfg.sources.items()} == {
         "packaging_line": "synthetic", "filler_plc": "modbus", "line_server": "opcua"}
     assert {n: c.type for n, c in cfg.sinks.items()} == {
-        "local_store": "sqlite", "plant_broker": "mqtt", "historian": "influxdb"}
+        "local_store": "sqlite", "plant_broker": "mqtt", "scada": "sparkplug", "historian": "influxdb"}

@@ -14,14 +14,14 @@ from gateway.plugins import SINKS_GROUP, SOURCES_GROUP, SourcePlugin, installed_
 from tests.fakes import ToggleSource, ToggleSourceConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOCOL_LIBRARIES = ("asyncua", "pymodbus", "paho-mqtt", "influxdb-client", "pyarrow")
+PROTOCOL_LIBRARIES = ("asyncua", "pymodbus", "paho-mqtt", "influxdb-client", "pyarrow", "protobuf")
 
 
 def test_the_core_needs_no_protocol_library_and_each_plugin_names_its_extra() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert not [d for d in project["dependencies"] if d.startswith(PROTOCOL_LIBRARIES)]
     extras = project["optional-dependencies"]
-    assert {"modbus", "opcua", "mqtt", "influxdb", "parquet", "all"} <= set(extras)
+    assert {"modbus", "opcua", "mqtt", "influxdb", "parquet", "sparkplug", "all"} <= set(extras)
     for lib in PROTOCOL_LIBRARIES:
         assert any(d.startswith(lib) for d in extras["all"]), lib
     required = {}
@@ -31,10 +31,15 @@ def test_the_core_needs_no_protocol_library_and_each_plugin_names_its_extra() ->
         required[kind] = sink_plugin(kind)
     assert {k: (p.requires, p.extra) for k, p in required.items() if p.requires} == {
         "modbus": (("pymodbus",), "modbus"), "opcua": (("asyncua",), "opcua"),
-        "mqtt": (("paho",), "mqtt"), "influxdb": (("influxdb_client",), "influxdb")}
+        "mqtt": (("paho",), "mqtt"), "influxdb": (("influxdb_client",), "influxdb"),
+        "sparkplug": (("paho", "google.protobuf"), "sparkplug")}
     for plugin in required.values():
         if plugin.extra:
             assert plugin.extra in extras
+
+
+def test_a_dotted_library_whose_parent_package_is_missing_is_missing() -> None:
+    assert plugins.missing_modules(["no_such_parent_pkg.protobuf", "json"]) == ["no_such_parent_pkg.protobuf"]
 
 
 def test_a_kind_whose_library_is_missing_is_refused_with_the_extra(tmp_path: Path,

@@ -41,7 +41,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -201,6 +201,47 @@ async def execute(writer: TagWriter, source: str, device: str, tag: str, value: 
     return None
 
 
+class CommandQueue:
+    """Inbound commands handled one at a time, in arrival order, off the network callback: a bounded queue
+    and one worker task. A full queue refuses (``on_full``); a command whose handling raises is audited and
+    the path carries on. Shared by the JSON command topic and Sparkplug DCMD."""
+
+    def __init__(self, handle: Callable[[InboundMessage], Awaitable[None]],
+                 on_full: Callable[[InboundMessage], None], audit: Any, name: str) -> None:
+        self._handle = handle
+        self._on_full = on_full
+        self._audit = audit
+        self._name = name
+        self._queue: asyncio.Queue[InboundMessage] = asyncio.Queue(QUEUE_MAX)
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    def put(self, msg: InboundMessage) -> None:
+        """On the event loop, for each command; never blocks."""
+        try:
+            self._queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            self._on_full(msg)
+
+    async def _run(self) -> None:
+        while True:
+            msg = await self._queue.get()
+            try:
+                await self._handle(msg)
+            except Exception as exc:  # one malformed command must not end the command path
+                self._audit.exception("command handling failed", topic=msg.topic, error=str(exc))
+
+
 class CommandHandler:
     def __init__(self, config: CommandConfig, site: SiteConfig, writer: TagWriter, *, sink: str,
                  forbidden: Sequence[str] = ()) -> None:
@@ -215,8 +256,8 @@ class CommandHandler:
         self.writer = writer
         self.audit = get_logger("gateway.audit", sink=sink)
         self.link: MqttLink | None = None
-        self._queue: asyncio.Queue[InboundMessage] = asyncio.Queue(QUEUE_MAX)
-        self._worker: asyncio.Task[None] | None = None
+        self._commands = CommandQueue(self._handle, lambda m: self._answer_refusal(m, "too many commands queued"),
+                                      self.audit, "mqtt-commands")
         self._rate = RateLimit(config.rate, config.burst)
         self._fmt = TimestampFormatter()
         self.executed = 0
@@ -225,30 +266,14 @@ class CommandHandler:
     def attach(self, link: MqttLink) -> None:
         self.link = link
         link.subscribe(f"{self.prefix}/+/+/+/set", self.config.qos)
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="mqtt-commands")
+        self._commands.start()
 
     async def stop(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await self._commands.stop()
 
     def on_message(self, msg: InboundMessage) -> None:
         """Called on the event loop for each request; never blocks."""
-        try:
-            self._queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            self._answer_refusal(msg, "too many commands queued")
-
-    async def _run(self) -> None:
-        while True:
-            msg = await self._queue.get()
-            try:
-                await self._handle(msg)
-            except Exception as exc:  # one malformed command must not end the command path
-                self.audit.exception("command handling failed", topic=msg.topic, error=str(exc))
+        self._commands.put(msg)
 
     async def _handle(self, msg: InboundMessage) -> None:
         try:

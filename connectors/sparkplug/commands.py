@@ -13,15 +13,13 @@ in the audit log.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
 from connectors.mqtt.adapter import InboundMessage
-from connectors.mqtt.commands import RateLimit, ReplayGuard, execute
+from connectors.mqtt.commands import CommandQueue, RateLimit, ReplayGuard, execute
 from connectors.sparkplug import codec
 from connectors.sparkplug.config import DeviceCommandConfig
 from connectors.sparkplug.session import Device, EdgeNode, MetricDef
@@ -29,7 +27,6 @@ from gateway.logs import get_logger
 from gateway.plugins import TagWriter
 from gateway.writes import shown
 
-QUEUE_MAX = 100
 MAX_PAYLOAD = 64 * 1024
 
 
@@ -41,8 +38,8 @@ class DeviceCommands:
         self.audit = get_logger("gateway.audit", sink=sink, via="sparkplug")
         self._rate = RateLimit(config.rate, config.burst)
         self._replays = ReplayGuard(2 * config.max_age)
-        self._queue: asyncio.Queue[InboundMessage] = asyncio.Queue(QUEUE_MAX)
-        self._worker: asyncio.Task[None] | None = None
+        self._commands = CommandQueue(self._handle, lambda m: self._refuse(m.topic, "too many commands queued"),
+                                      self.audit, "sparkplug-dcmd")
         self.executed = 0
         self.refused = 0
         self.duplicates = 0
@@ -52,30 +49,14 @@ class DeviceCommands:
         return self.node.dcmd_prefix + "+"
 
     def start(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(self._run(), name="sparkplug-dcmd")
+        self._commands.start()
 
     async def stop(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        await self._commands.stop()
 
     def on_message(self, msg: InboundMessage) -> None:
         """On the event loop, for each DCMD; never blocks."""
-        try:
-            self._queue.put_nowait(msg)
-        except asyncio.QueueFull:
-            self._refuse(msg.topic, "too many commands queued")
-
-    async def _run(self) -> None:
-        while True:
-            msg = await self._queue.get()
-            try:
-                await self._handle(msg)
-            except Exception as exc:  # one malformed command must not end the command path
-                self.audit.exception("command handling failed", topic=msg.topic, error=str(exc))
+        self._commands.put(msg)
 
     def _refuse(self, target: str, error: str, value: Any = None) -> None:
         self.refused += 1

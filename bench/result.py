@@ -59,25 +59,33 @@ class ProcessMeter:
         self.wall_s = time.perf_counter() - self._wall0
         self.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         self.threads_cpu_s: dict[str, float] = {}
-        for ident, (name, cpu) in _thread_cpu().items():
+        self.threads_wakes: dict[str, int] = {}
+        for ident, (name, cpu, wakes) in _thread_cpu().items():
             kind = re.sub(r"[-_]?\d+(_\d+)?$", "", name)  # worker threads of one kind count together
-            used = cpu - self._threads0.get(ident, (name, 0.0))[1]
-            self.threads_cpu_s[kind] = self.threads_cpu_s.get(kind, 0.0) + used
+            _, cpu0, wakes0 = self._threads0.get(ident, (name, 0.0, 0))
+            self.threads_cpu_s[kind] = self.threads_cpu_s.get(kind, 0.0) + cpu - cpu0
+            self.threads_wakes[kind] = self.threads_wakes.get(kind, 0) + wakes - wakes0
 
     def threads_pct(self) -> str:
-        """Where the process's CPU went, by thread kind: which thread hop or wake-up to chase."""
+        """Where the process's CPU went, by thread kind, and how often each slept and woke up (its voluntary
+        context switches): on a VM one idle wake-up of a thread costs tens of µs, so which hop to chase."""
         busy = sorted(self.threads_cpu_s.items(), key=lambda kv: -kv[1])
-        return " ".join(f"{k} {100 * v / self.wall_s:.1f}" for k, v in busy if v > 0.0005 * self.wall_s)
+        return " ".join(f"{k} {100 * v / self.wall_s:.1f} ({self.threads_wakes.get(k, 0) / self.wall_s:.0f} wakes/s)"
+                        for k, v in busy if v > 0.0005 * self.wall_s)
 
 
-def _thread_cpu() -> dict[int, tuple[str, float]]:
-    """CPU seconds of each live thread of this process, by ident (the thread's own CPU clock)."""
-    out: dict[int, tuple[str, float]] = {}
+def _thread_cpu() -> dict[int, tuple[str, float, int]]:
+    """CPU seconds (the thread's own CPU clock) and voluntary context switches of each live thread of this
+    process, by ident."""
+    out: dict[int, tuple[str, float, int]] = {}
     for t in threading.enumerate():
         if t.ident is None:
             continue
-        with contextlib.suppress(OSError, ProcessLookupError):  # a thread that just ended
-            out[t.ident] = (t.name, time.clock_gettime(time.pthread_getcpuclockid(t.ident)))
+        with contextlib.suppress(OSError, ProcessLookupError, IndexError, ValueError):  # a thread that just ended
+            cpu = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+            status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
+            wakes = int(status.split("voluntary_ctxt_switches:", 1)[1].split(None, 1)[0])
+            out[t.ident] = (t.name, cpu, wakes)
     return out
 
 

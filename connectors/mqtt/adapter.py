@@ -1,15 +1,24 @@
-"""The one module that imports paho-mqtt: a client on paho's own network thread, bridged to asyncio.
+"""The one module that imports paho-mqtt: a paho client whose network I/O runs on the asyncio event loop.
 
-Threading: ``loop_start()`` runs paho's network loop (and so every callback) in its daemon thread.
-Callbacks never touch asyncio objects directly: acks are appended to a list under a lock and one
-``loop.call_soon_threadsafe`` per burst hands them to the event loop, so a batch of 10,000 PUBACKs
-costs one wake-up, not 10,000. ``publish`` is thread-safe in paho and is called from the event loop.
+Threading: paho's socket is non-blocking and registered with the event loop (paho's external-loop API:
+``loop_read`` when it is readable, ``loop_write`` when paho has queued packets, ``loop_misc`` every second
+for the keep-alive), so publishing, reading PUBACKs and every callback after the CONNECT happen on the
+event loop, with no thread to wake per message. Only the blocking part of a connection attempt (DNS, the
+TCP connect, the TLS handshake and queueing the CONNECT: paho's ``reconnect()``) runs on a ``WorkerThread``;
+the callbacks paho makes in there (``on_pre_connect``, ``on_socket_open``) touch only plain fields. paho's
+own network thread (``loop_start``) woke up several times per write (a socket-pair byte per publish, the
+PUBACKs) and handed acks over with ``call_soon_threadsafe``: on a VM each of those wake-ups costs tens of
+µs of CPU (``edge-gateway bench modbus -p sink=mqtt`` prints the wake-ups per thread).
 
 Delivery tracking: every publish's ``mid`` maps to the write it belongs to; a write is done when the
 broker acked each of its messages (PUBACK for QoS 1, PUBCOMP for QoS 2, the socket write for QoS 0).
 paho's ``wait_for_publish`` is not used: it raises for messages queued while offline even after they
 were delivered. Messages of QoS 1/2 published while the link is down stay in paho's in-memory queue
 and go out on reconnect, so a write in progress keeps waiting for them instead of failing.
+
+Reconnecting: ``_run`` connects, waits until the socket closes, waits paho's reconnect delay (doubling
+from ``reconnect_min`` to ``reconnect_max``, reset by an accepted CONNACK, as ``loop_forever`` would) and
+connects again, until ``stop``.
 
 Failover (``hosts``): one paho client walks the brokers of a cluster. A failed connect, a refused or
 unanswered CONNECT and a lost link each move to the next broker at once; only when every broker failed in
@@ -32,7 +41,6 @@ import contextlib
 import dataclasses
 import socket
 import ssl
-import sys
 import threading
 import time
 import uuid
@@ -128,6 +136,14 @@ class MqttLink:
         self._fresh = fresh_sessions
         self._gate = threading.Lock()  # fresh_sessions: a publish and a new connection never interleave
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # the event loop's thread: paho's socket callbacks from another are ignored
+        self._connector: WorkerThread | None = None  # paho's blocking reconnect() (TCP connect, TLS handshake)
+        self._runner: asyncio.Task[None] | None = None
+        self._fd: int | None = None  # paho's socket, while registered with the event loop
+        self._writing = False  # a writer callback is registered (the socket's send buffer was full)
+        self._flush_pending = False
+        self._misc: asyncio.TimerHandle | None = None  # the next loop_misc (keep-alive)
+        self._ended = asyncio.Event()  # paho closed the socket of the current connection
         self._v5 = config.protocol == "5"
         if self._v5:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -148,11 +164,13 @@ class MqttLink:
         if presence is not None:
             client.will_set(self.status_topic, presence.status("offline").to_json(), qos=1, retain=True)
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
         client.on_pre_connect = self._on_pre_connect
         self._endpoints = config.endpoints()
         self._at = 0  # index of the broker being tried or connected to (changed on paho's thread only)
@@ -164,11 +182,7 @@ class MqttLink:
         """Connections made to another broker than the one connected to before (``hosts``)."""
         self.attempts = 0
         """Connection attempts made (each CONNECT, or TCP connect that failed)."""
-        self._sock: Any = None
         self._client = client
-        self._lock = threading.Lock()
-        self._acks: list[tuple[int, int, str]] = []
-        self._wake_pending = False
         self._pending: dict[int, _Write] = {}
         self._outstanding = 0
         self._space = asyncio.Event()
@@ -215,6 +229,7 @@ class MqttLink:
     async def start(self) -> None:
         """Connect in the background (retrying forever) and return at once."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         host, port = self._endpoints[0]
         props = None
         if self._v5:
@@ -225,10 +240,139 @@ class MqttLink:
                                        clean_start=self.config.clean_start, properties=props)
         else:
             self._client.connect_async(host, port, keepalive=int(self.config.keepalive))
-        self._client.loop_start()
+        self._connector = WorkerThread("mqtt-connect")
+        self._runner = asyncio.create_task(self._run(), name="mqtt-link")
+
+    async def _run(self) -> None:
+        """Connect, serve the connection on the event loop until paho closes its socket, wait the reconnect
+        delay, again; until ``stop`` or a stand-down."""
+        client = self._client
+        assert self._connector is not None
+        first = True
+        while not self._stopping:
+            if not first:
+                delay = self._reconnect_delay()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if self._stopping:
+                    return
+            first = False
+            try:
+                await self._connector.run(client.reconnect)
+            except Exception as exc:  # OSError, ssl.SSLError, a host paho refuses: retry them all
+                self._connect_failed(exc)
+                continue
+            self._ended.clear()
+            self._attach()
+            await self._ended.wait()
+
+    def _reconnect_delay(self) -> float:
+        """paho's own reconnect wait (``loop_forever``'s): ``reconnect_min``, doubling up to ``reconnect_max``,
+        reset by an accepted CONNACK; ``_next_broker`` and ``_keep_backoff`` steer it."""
+        c = self._client
+        with c._reconnect_delay_mutex:
+            if c._reconnect_delay is None:
+                c._reconnect_delay = c._reconnect_min_delay
+            else:
+                c._reconnect_delay = min(c._reconnect_delay * 2, c._reconnect_max_delay)
+            return float(c._reconnect_delay)
+
+    # --- paho's socket on the event loop -------------------------------------------------------------
+
+    def _attach(self) -> None:
+        """Register the socket paho just connected (its CONNECT queued) with the event loop, send the CONNECT."""
+        sock = self._client.socket()
+        if sock is None or self._loop is None:
+            self._ended.set()
+            return
+        self._fd = fd = sock.fileno()
+        self._loop.add_reader(fd, self._readable)
+        self._misc = self._loop.call_later(1.0, self._tick)
+        self._flush()
+
+    def _detach(self) -> None:
+        fd, self._fd = self._fd, None
+        if self._misc is not None:
+            self._misc.cancel()
+            self._misc = None
+        if fd is not None and self._loop is not None:
+            self._loop.remove_reader(fd)
+            if self._writing:
+                self._loop.remove_writer(fd)
+        self._writing = False
+
+    def _readable(self) -> None:
+        client = self._client
+        client.loop_read()  # every complete packet there is (PUBACKs, CONNACK, messages); callbacks run here
+        sock: Any = client.socket()
+        if _QUICKACK is not None and sock is not None:
+            # Acknowledge what was just read at once: a broker that keeps Nagle on (mosquitto's default)
+            # holds its next PUBACKs until then, and a delayed ACK takes 40 ms.
+            with contextlib.suppress(OSError, AttributeError):  # a websocket wrapper has no socket options
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        pending = getattr(sock, "pending", None) if sock is not None and self._fd is not None else None
+        if pending is not None and pending() and self._loop is not None:
+            # TLS: decrypted bytes left in the SSL object, where epoll cannot see them
+            self._loop.call_soon(self._readable)
+
+    def _flush(self) -> None:
+        """Send what paho queued (as much as the socket takes); wait for writability for the rest."""
+        self._flush_pending = False
+        if self._fd is None or self._loop is None:
+            return  # not connected yet: _attach flushes
+        client = self._client
+        client.loop_write()
+        fd = self._fd
+        if fd is None:
+            return  # the write failed: paho closed the socket
+        if client.want_write():
+            if not self._writing:
+                self._writing = True
+                self._loop.add_writer(fd, self._flush)
+        elif self._writing:
+            self._writing = False
+            self._loop.remove_writer(fd)
+
+    def _tick(self) -> None:
+        """Keep-alive once a second: PINGREQ when due; a broker silent for too long (or a CONNECT unanswered
+        within the keep-alive) closes the connection (paho's loop_misc)."""
+        self._misc = None
+        if self._fd is None:
+            return
+        self._client.loop_misc()
+        if self._fd is not None and self._loop is not None:
+            self._misc = self._loop.call_later(1.0, self._tick)
+
+    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        """paho queued a packet: send it from the event loop soon (once per burst of publishes). In the
+        connector thread (the CONNECT of reconnect()) there is nothing to do: _attach sends it."""
+        if threading.get_ident() == self._loop_thread and not self._flush_pending and self._loop is not None:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._writing and self._fd is not None and self._loop is not None \
+                and threading.get_ident() == self._loop_thread:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        """paho closes the socket (lost, refused, keep-alive, our DISCONNECT): off the event loop, and let _run
+        go on. A close in the connector thread is reconnect() dropping a socket already detached."""
+        if threading.get_ident() != self._loop_thread:
+            return
+        self._detach()
+        self._ended.set()
+
+    def _close_leftover(self) -> None:
+        """Connector thread, after stop: a connect that was still under way when stop came leaves its socket."""
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
 
     async def stop(self, timeout: float = 2.0) -> None:
-        """Publish the status as ``offline`` (a clean stop does not fire the will), disconnect, end the thread."""
+        """Publish the status as ``offline`` (a clean stop does not fire the will), disconnect, close."""
         if self._checking is not None:
             self._checking.cancel()
         if self._connected.is_set() and self.presence is not None:
@@ -239,14 +383,23 @@ class MqttLink:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(w.done.wait(), timeout)
         self._stopping = True
-        self._client.disconnect()
-        pool = WorkerThread("mqtt-stop")  # loop_stop joins paho's thread: never on the event loop
-        try:
-            await asyncio.wait_for(pool.run(self._client.loop_stop), timeout)
-        except TimeoutError:
-            self.log.warning("mqtt network thread did not stop in time")
-        finally:
-            pool.close()
+        self._client.disconnect()  # queues DISCONNECT; once it is sent paho closes the socket
+        if self._fd is not None:
+            try:
+                await asyncio.wait_for(self._ended.wait(), timeout)
+            except TimeoutError:
+                self.log.warning("mqtt: the broker connection did not close in time")
+        self._detach()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        connector, self._connector = self._connector, None
+        if connector is not None:
+            with contextlib.suppress(RuntimeError):
+                connector.submit(self._close_leftover)
+            connector.close()
 
     @property
     def connected(self) -> bool:
@@ -392,43 +545,16 @@ class MqttLink:
     def _lose_pending(self) -> None:
         """fresh_sessions, on the event loop after a connection ended: every write still waiting fails now
         (its unacknowledged messages will never be re-sent)."""
-        self._drain_acks()  # acks that arrived before the end still count
         for w in {id(w): w for w in self._pending.values()}.values():
             w.lost = True
             self._abandon(w)
             w.done.set()
 
-    def _drain_acks(self) -> None:
-        """Event-loop side of the ack bridge: resolve every ack that arrived since the last call."""
-        with self._lock:
-            acks, self._acks = self._acks, []
-            self._wake_pending = False
-        pending = self._pending
-        for mid, code, reason in acks:
-            w = pending.pop(mid, None)
-            if w is None:
-                continue
-            self._outstanding -= 1
-            if code >= 0x80 and w.error is None:
-                w.error = (code, reason)
-            w.remaining -= 1
-            if w.remaining == 0:
-                w.done.set()
-        if self._outstanding < self.config.max_pending // 2 + 1:
-            self._space.set()
-
-    def _wake(self) -> None:
-        # caller holds self._lock
-        if not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._drain_acks)
-
-    # --- paho callbacks (network thread) ------------------------------------------------------------
+    # --- paho callbacks (event loop; on_pre_connect and on_socket_open in the connector thread) -------
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         """No Nagle on our publishes: a write's messages go out as they are published, not held until the
         broker acknowledges the previous segment. paho sends the CONNECT packet right after this: its will."""
-        self._sock = sock
         with contextlib.suppress(OSError, AttributeError):  # a websocket wrapper has no socket options
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._will is not None:
@@ -436,15 +562,17 @@ class MqttLink:
             client.will_set(topic, payload, qos=qos, retain=retain)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        if _QUICKACK is not None and self._sock is not None:
-            # Acknowledge the PUBACKs just read at once: a broker that keeps Nagle on (mosquitto's default)
-            # holds its next PUBACKs until then, and a delayed ACK takes 40 ms.
-            with contextlib.suppress(OSError, AttributeError):
-                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        code = reason.value if reason.is_failure else 0
-        with self._lock:
-            self._acks.append((mid, code, reason.getName() if code else ""))
-            self._wake()
+        w = self._pending.pop(mid, None)
+        if w is None:
+            return  # a status or command response (publish_nowait), or a write given up
+        self._outstanding -= 1
+        if reason.is_failure and w.error is None:
+            w.error = (reason.value, reason.getName())
+        w.remaining -= 1
+        if w.remaining == 0:
+            w.done.set()
+        if self._outstanding <= self.config.max_pending // 2:
+            self._space.set()
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
         """Point paho at the broker to try next. reconnect() has already left the closed state here, so
@@ -506,14 +634,14 @@ class MqttLink:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 self._loop.call_soon_threadsafe(self._arrived, self._seq, self.connects == 1)
 
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        exc = sys.exc_info()[1]  # paho calls this inside its `except OSError:` block
+    def _connect_failed(self, exc: BaseException) -> None:
+        """reconnect() raised: no TCP connection, or TLS refused it."""
         if isinstance(exc, ssl.SSLCertVerificationError):
             msg = f"TLS: broker certificate not trusted ({exc.verify_message}); check tls.ca_file"
         elif isinstance(exc, ssl.SSLError):
             msg = f"TLS handshake failed: {exc}"
         else:
-            msg = f"cannot connect: {exc}" if exc is not None else "cannot connect"
+            msg = f"cannot connect: {exc}"
         self._attempt_open = False
         self._report(msg)
         self._next_broker()
@@ -544,7 +672,7 @@ class MqttLink:
             self._next_broker()
 
     def _next_broker(self) -> None:
-        """After a failure on the current broker (network thread): with several brokers, the next one is tried
+        """After a failure on the current broker: with several brokers, the next one is tried
         at once; once every one failed in a row, the next round waits the reconnect backoff (doubling from
         ``reconnect_min`` to ``reconnect_max``). A single broker keeps paho's own backoff."""
         n = len(self._endpoints)

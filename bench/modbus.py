@@ -9,6 +9,7 @@ answers slowly makes the polls overrun before the gateway's CPU is the limit. ``
 pymodbus line simulator by default (``-p device=loadgen`` for the load generator); ``modbus-ceiling`` runs
 against ``bench.loadgen`` (``-p workers=N`` processes), which is not the bottleneck.
 
+``-p phase=0s`` sets every source's ``phase`` (polls aligned on the wall clock) instead of the default spread.
 With ``-p sink=mqtt`` (a mosquitto of its own, QoS 1, one message per device and timestamp) the test
 subscriber (``bench.subscriber``, its own process) times every value of the measured window from its
 payload timestamp to its arrival: the gateway-added latency (p50/p99/max). Both scenarios report the
@@ -35,7 +36,7 @@ from bench.servers import stop_processes, wait_port
 
 
 def _write_files(tmp: Path, port: int, devices: int, tags: int, interval: float,
-                 mqtt_port: int | None = None) -> tuple[Path, Path]:
+                 mqtt_port: int | None = None, phase: str | None = None) -> tuple[Path, Path]:
     sim = {"seed": 1, "devices": {
         f"dev_{d}": {"unit": d + 1, "tags": [
             {"name": f"t{t}", "address": 2 * t, "type": "float32", "signal": "sine", "period": 60,
@@ -45,7 +46,8 @@ def _write_files(tmp: Path, port: int, devices: int, tags: int, interval: float,
     sim_path.write_text(json.dumps(sim))
     sources = {
         f"plc_{d}": {"type": "modbus", "host": "127.0.0.1", "port": port, "interval": f"{interval * 1000:g}ms",
-                     "timeout": "2s", "devices": {f"dev_{d}": {"unit": d + 1, "tags": [
+                     "timeout": "2s", **({"phase": phase} if phase is not None else {}),
+                     "devices": {f"dev_{d}": {"unit": d + 1, "tags": [
                          {"name": f"t{t}", "address": 2 * t, "type": "float32"} for t in range(tags)]}}}
         for d in range(devices)}
     # the issue's workload publishes per device to a broker at QoS 1; without one, a discard sink
@@ -137,7 +139,7 @@ def _latency_notes(report: dict[str, Any] | None) -> dict[str, float | int | str
 
 
 def _one_run(devices: int, tags: int, interval: float, duration: float, device: str = "simulator",
-             workers: int = 1, sink: str = "discard") -> dict[str, Any]:
+             workers: int = 1, sink: str = "discard", phase: str | None = None) -> dict[str, Any]:
     """One measured run against ``device``: ``simulator`` (the pymodbus line simulator, values per tag) or
     ``loadgen`` (``bench.loadgen``: precomputed blocks, ``workers`` processes sharing the port), into
     ``sink``: ``discard``, or ``mqtt`` (a mosquitto started for the run, QoS 1, one message per device)."""
@@ -158,7 +160,7 @@ def _one_run(devices: int, tags: int, interval: float, duration: float, device: 
             stack.callback(stop_processes, [sub])
         elif sink != "discard":
             raise ValueError(f"sink must be discard or mqtt, not {sink!r}")
-        sim_path, cfg_path = _write_files(tmp, port, devices, tags, interval, broker.port if broker else None)
+        sim_path, cfg_path = _write_files(tmp, port, devices, tags, interval, broker.port if broker else None, phase)
         if device == "loadgen":
             procs = start_loadgen(port, devices, tags, period=1.0, workers=workers)
         elif device == "simulator":
@@ -178,7 +180,8 @@ def run_modbus(params: dict[str, Any]) -> BenchResult:
     devices, tags = int(params.get("devices", 10)), int(params.get("tags", 1000))
     interval, duration = float(params.get("interval", 1.0)), float(params.get("duration", 10.0))
     device, sink = str(params.get("device", "simulator")), str(params.get("sink", "discard"))
-    r = _one_run(devices, tags, interval, duration, device, int(params.get("workers", 1)), sink)
+    phase = str(params["phase"]) if "phase" in params else None
+    r = _one_run(devices, tags, interval, duration, device, int(params.get("workers", 1)), sink, phase)
     m = r["meter"]
     return BenchResult(
         scenario="modbus", wall_s=m.wall_s, cpu_s=m.cpu_s, samples_in=r["in"], samples_out=r["out"],

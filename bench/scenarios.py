@@ -139,7 +139,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("pipeline-store", "synthetic source -> processing -> spool -> embedded sqlite store",
                  _pipeline("sqlite", "informative")),
         Scenario("modbus", "10 simulated devices x 1,000 float32 tags polled every second -> discard sink "
-                 "(-p sink=mqtt: mosquitto, QoS 1, one message per device; -p device=loadgen: the load generator)",
+                 "(-p sink=mqtt: mosquitto, QoS 1, one message per device; -p device=loadgen: the load generator; "
+                 "-p phase=0s: every source polls on the second)",
                  _lazy("bench.modbus", "run_modbus")),
         Scenario("modbus-ceiling", "the modbus scenario against the load generator (bench.loadgen, -p workers=N) "
                  "with shorter intervals until the gateway falls behind",

@@ -25,7 +25,7 @@ down are logged once per transition too.
 
 Values are emitted raw, stamped with the time their own request was answered, in batches of a device's
 reads that hold the oldest value about ``EMIT_AFTER`` at most; the engine applies scale/offset afterwards.
-A poll group polls at start, then on its own phase of the interval (``poll_phase``).
+A poll group polls at start, then on its phase of the wall clock's intervals (``phase``, else ``poll_phase``).
 """
 
 from __future__ import annotations
@@ -205,7 +205,8 @@ class ModbusSource:
         # The first poll at once, the later ones on this group's own phase of the interval: sources started
         # together (every source of a gateway) would otherwise fire in the same millisecond each time, and
         # each value would wait behind all of their answers on its way out.
-        start = loop.time() + poll_phase(self.name, group, interval) - interval
+        phase = poll_phase(self.name, group, interval) if self.config.phase is None else self.config.phase % interval
+        start = loop.time() + (phase - time.time()) % interval - interval  # tick 1: the next wall-clock phase
         tick = 1  # due at start + tick * interval
         behind = False
         last_skip = 0.0
@@ -465,7 +466,8 @@ class ModbusSource:
 
 
 def poll_phase(source: str, group: str, interval: float) -> float:
-    """Where in the interval a poll group's ticks fall, from its names: stable across restarts, spread."""
+    """Where in the wall clock's intervals a poll group's ticks fall when the source sets no ``phase``, from its
+    names: stable across restarts, spread."""
     return zlib.crc32(f"{source}/{group}".encode()) % 1000 / 1000 * interval
 
 

@@ -6,6 +6,9 @@ import asyncio
 import time
 from contextlib import suppress
 
+import pytest
+from pydantic import ValidationError
+
 from connectors.modbus.source import ModbusSource, poll_phase
 from gateway.model import Batch, Quality, Sample
 from simulators.modbus.config import SimFault, SimulatorConfig
@@ -84,3 +87,39 @@ def test_poll_phases_are_stable_spread_and_within_the_interval() -> None:
     assert all(0 <= p < 1.0 for p in phases)
     assert len(set(phases)) == 10 and max(phases) - min(phases) > 0.5
     assert poll_phase("plc_0", "default", 2.0) == 2 * poll_phase("plc_0", "default", 1.0)
+
+
+def _phases_s(emits: Emits, tag: str, interval: float) -> list[float]:
+    """Where in the wall clock's intervals each poll of ``tag`` after the first was answered (s)."""
+    stamps = [s.source_ts for _, b in emits.batches for s in b.samples if s.tag == tag and s.quality == Quality.GOOD]
+    return [(ts / 1e9) % interval for ts in stamps[1:]]  # the first poll runs at start, off the grid
+
+
+async def test_a_phase_puts_every_poll_of_the_source_on_that_instant_of_the_wall_clock() -> None:
+    port = free_port()
+    sim = SimulatorConfig.model_validate({"devices": {"plc": {"unit": 1, "tags": [sim_tag("a", 0, 21)]}}})
+    devices = {"plc": {"unit": 1, "tags": [gw_tag("a", 0)]}}
+    one, two = Emits(), Emits()
+    sources = [(ModbusSource("one", source_cfg(port, devices, interval="200ms", phase="50ms")), one),
+               # a phase beyond the interval counts modulo it: the same instant
+               (ModbusSource("two", source_cfg(port, devices, interval="200ms", phase="450ms")), two)]
+    async with running_simulator(sim, port=port):
+        tasks = [asyncio.create_task(src.run(e.emit)) for src, e in sources]
+        try:
+            await until(lambda: len(one.batches) >= 6 and len(two.batches) >= 6, timeout=10, what="six polls each")
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    for emits in (one, two):
+        phases = _phases_s(emits, "a", 0.2)
+        assert len(phases) >= 5
+        # answered a few ms after 50 ms into each 200 ms of the wall clock (at most one late poll on a busy box)
+        assert sum(1 for p in phases if 0.05 <= p < 0.08) >= len(phases) - 1, phases
+
+
+def test_a_phase_is_a_duration_from_zero() -> None:
+    with pytest.raises(ValidationError) as err:
+        source_cfg(1502, {"plc": {"unit": 1, "tags": [gw_tag("a", 0)]}}, phase="-1s")
+    assert "phase" in str(err.value)
+    assert source_cfg(1502, {"plc": {"unit": 1, "tags": [gw_tag("a", 0)]}}, phase="0s").phase == 0.0

@@ -49,6 +49,8 @@ def _point(s: Sample) -> float:
 class LiveTags:
     def __init__(self, history_points: int = HISTORY_POINTS) -> None:
         self.by_source: dict[str, dict[tuple[str, str], Sample]] = {}
+        # per source: its tag count when grouped, and each device's (device, tag) keys in recording order
+        self._groups: dict[str, tuple[int, dict[str, list[tuple[str, str]]]]] = {}
         self._points = history_points
         self._ring: list[dict[str, array[float]]] = [{} for _ in range(history_points)]
         self._ticks = 0  # seconds sampled so far; the next goes to _ring[_ticks % _points]
@@ -62,8 +64,25 @@ class LiveTags:
     def forget_source(self, source: str) -> None:
         """A source removed by a reload: its tags leave the page and the API."""
         self.by_source.pop(source, None)
+        self._groups.pop(source, None)
         for second in self._ring:
             second.pop(source, None)  # its positions would be reused by a source of the same name
+
+    def per_device(self, source: str) -> dict[str, list[Sample]]:
+        """The last sample of each of ``source``'s tags, grouped by device. The grouping is kept and redone only
+        when the source gained tags (they are never removed one by one), so a status check costs C-level
+        lookups per tag instead of a Python step per tag: 10,000 tags in well under a millisecond."""
+        tags = self.by_source.get(source)
+        if not tags:
+            return {}
+        kept = self._groups.get(source)
+        if kept is None or kept[0] != len(tags):
+            groups: dict[str, list[tuple[str, str]]] = {}
+            for key in tags:
+                groups.setdefault(key[0], []).append(key)
+            kept = self._groups[source] = (len(tags), groups)
+        get = tags.__getitem__
+        return {device: list(map(get, keys)) for device, keys in kept[1].items()}
 
     def sample_history(self) -> None:
         """Append every numeric tag's current value to its sparkline (called once a second)."""

@@ -82,6 +82,7 @@ class Runtime:
         self.deliveries: dict[str, DeliveryLoop] = {}
         self._delivered_before: dict[str, int] = {}  # by delivery loops a hot reload replaced
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._devices_of: tuple[GatewayConfig | None, dict[str, list[str]]] = (None, {})
         self.board = StatusBoard(self._configured_devices, self.sink_states, self.live, self.metrics,
                                  device_grace=config.http.device_grace, health_window=config.http.health_window,
                                  last_drop=lambda: self.spool.last_drop_mono, annotate=self._annotate,
@@ -285,10 +286,12 @@ class Runtime:
 
     # --- status ---------------------------------------------------------------------------------
     def _configured_devices(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for name, scfg in self.config.sources.items():
-            out[name] = sorted({d for d, _ in scfg.iter_tags()})
-        return out
+        # per config (a reload replaces it): walking every tag's config is ~1 ms at 10,000 tags, per status
+        config = self.config
+        if self._devices_of[0] is not config:
+            self._devices_of = (config, {name: sorted({d for d, _ in scfg.iter_tags()})
+                                         for name, scfg in config.sources.items()})
+        return self._devices_of[1]
 
     def sink_states(self) -> list[SinkState]:
         """Every configured sink; counts are since start, across hot reloads."""

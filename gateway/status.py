@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import countOf, itemgetter
 from typing import Any
 
 from gateway.contracts import HistorySource
 from gateway.health import UplinkState
 from gateway.live import LiveTags, TagView
 from gateway.metrics import Metrics
-from gateway.model import Quality, Sample, Value
+from gateway.model import Quality, Value
 from gateway.status_codes import (
     BAD_COMMUNICATION_ERROR,
     BAD_DECODING_ERROR,
@@ -68,6 +69,10 @@ _OFFLINE_CODES = frozenset({0x80310000, 0x800D0000, 0x808D0000, 0x80320000})
 server (or a gateway in front of the machine) says of a machine it cannot reach."""
 
 
+_quality = itemgetter(3)  # Sample.quality
+_gateway_ts = itemgetter(6)  # Sample.gateway_ts
+
+
 def _device_answer(status: int) -> bool:
     """A BAD status the device itself answered (a Modbus exception, an OPC-UA server's Bad code), not one
     the gateway set for the link."""
@@ -109,15 +114,13 @@ class StatusBoard:
         now_ns = time.time_ns()
         out = []
         for source, names in sorted(self._devices().items()):
-            per_device: dict[str, list[Sample]] = {}
-            for (d, _), s in self.live.by_source.get(source, {}).items():  # one pass, not one per device
-                per_device.setdefault(d, []).append(s)
+            per_device = self.live.per_device(source)
             source_up = running.get(source, True)
             health = reported.get(source)
             for device in sorted(names):
                 last = per_device.get(device, [])
-                bad = sum(1 for s in last if s.quality is Quality.BAD)
-                newest = max((s.gateway_ts for s in last), default=0)
+                bad = countOf(map(_quality, last), Quality.BAD)  # C-level: this runs for every tag
+                newest = max(map(_gateway_ts, last), default=0)
                 dev = health.devices.get(device) if health is not None else None
                 slow = (dev is not None and dev.reply_s is not None and dev.slow_after is not None
                         and dev.reply_s > dev.slow_after)

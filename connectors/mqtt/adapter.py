@@ -54,7 +54,9 @@ import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
+from connectors.mqtt.batched_socket import BatchedSocket
 from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.presence import RETAINED_WAIT, Presence
 from gateway.errors import GatewayError, PermanentSinkError, RetryableSinkError
@@ -86,6 +88,35 @@ class InboundMessage:
 def endpoint_text(host: str, port: int) -> str:
     """``host:port`` as configured (IPv6 in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# Every PUBACK reason code of MQTT 5 (0 is 3.1.1's only answer), made once: paho's objects are only read
+_PUBACK_REASONS = {code: ReasonCode(PacketTypes.PUBACK, identifier=code)
+                   for code in (0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99)}
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+
+
+class _Client(mqtt.Client):
+    """paho's client with a short way for a PUBACK without properties (3.1.1's always; 5's nearly always: a
+    packet id and maybe a reason code). paho decodes every PUBACK into a new ``ReasonCode`` and a new
+    ``Properties``, which builds two tables of ~40 entries each time: ~40 % of the CPU a QoS 1 message costs
+    the gateway in all (``bench/RESULTS.md``). A PUBACK with properties takes paho's own way.
+    Overrides a private method of the pinned paho (``requirements.lock``); ``tests/connectors/mqtt/unit/
+    test_acks.py`` fails if paho stops calling it."""
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        size = len(packet)
+        # 2 bytes: the packet id; 3: and a reason code (MQTT 5 only); 4: and an empty property length
+        short = size == 2 or (self._protocol == mqtt.MQTTv5 and (size == 3 or (size == 4 and packet[3] == 0)))
+        reason = _PUBACK_REASONS.get(packet[2] if size > 2 else 0)
+        if cmd != "PUBACK" or not short or reason is None:
+            return super()._handle_pubackcomp(cmd)
+        mid = packet[0] << 8 | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:  # acked once only, as paho does
+                return self._do_on_publish(mid, reason, _NO_PROPERTIES)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class _Write:
@@ -140,16 +171,17 @@ class MqttLink:
         self._connector: WorkerThread | None = None  # paho's blocking reconnect() (TCP connect, TLS handshake)
         self._runner: asyncio.Task[None] | None = None
         self._fd: int | None = None  # paho's socket, while registered with the event loop
+        self._sock: BatchedSocket | None = None  # around paho's socket, while registered
         self._writing = False  # a writer callback is registered (the socket's send buffer was full)
         self._flush_pending = False
         self._misc: asyncio.TimerHandle | None = None  # the next loop_misc (keep-alive)
         self._ended = asyncio.Event()  # paho closed the socket of the current connection
         self._v5 = config.protocol == "5"
         if self._v5:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                                 clean_session=config.clean_start)
+            client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=config.clean_start)
         # An exception escaping a callback would kill the network thread while is_connected() stays True.
         client.suppress_exceptions = True
         client.max_inflight_messages_set(config.max_inflight)
@@ -281,10 +313,13 @@ class MqttLink:
 
     def _attach(self) -> None:
         """Register the socket paho just connected (its CONNECT queued) with the event loop, send the CONNECT."""
-        sock = self._client.socket()
+        client = self._client
+        sock = client.socket()
         if sock is None or self._loop is None:
             self._ended.set()
             return
+        # One recv per burst of PUBACKs, one send per write (paho's private socket field: paho is pinned)
+        client._sock = self._sock = BatchedSocket(sock)
         self._fd = fd = sock.fileno()
         self._loop.add_reader(fd, self._readable)
         self._misc = self._loop.call_later(1.0, self._tick)
@@ -292,6 +327,7 @@ class MqttLink:
 
     def _detach(self) -> None:
         fd, self._fd = self._fd, None
+        self._sock = None
         if self._misc is not None:
             self._misc.cancel()
             self._misc = None
@@ -312,7 +348,7 @@ class MqttLink:
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         pending = getattr(sock, "pending", None) if sock is not None and self._fd is not None else None
         if pending is not None and pending() and self._loop is not None:
-            # TLS: decrypted bytes left in the SSL object, where epoll cannot see them
+            # bytes read ahead (BatchedSocket) or decrypted in the SSL object, where epoll cannot see them
             self._loop.call_soon(self._readable)
 
     def _flush(self) -> None:
@@ -321,11 +357,14 @@ class MqttLink:
         if self._fd is None or self._loop is None:
             return  # not connected yet: _attach flushes
         client = self._client
-        client.loop_write()
-        fd = self._fd
-        if fd is None:
+        client.loop_write()  # paho's packets into the BatchedSocket
+        fd, sock = self._fd, self._sock
+        if fd is None or sock is None:
             return  # the write failed: paho closed the socket
-        if client.want_write():
+        sock.flush()  # all of them in one send
+        if sock.failed:
+            self._loop.call_soon(self._readable)  # paho's next recv raises the error: it closes the connection
+        if client.want_write() or sock.unsent:
             if not self._writing:
                 self._writing = True
                 self._loop.add_writer(fd, self._flush)
@@ -352,7 +391,7 @@ class MqttLink:
 
     def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         if self._writing and self._fd is not None and self._loop is not None \
-                and threading.get_ident() == self._loop_thread:
+                and threading.get_ident() == self._loop_thread and not (self._sock is not None and self._sock.unsent):
             self._writing = False
             self._loop.remove_writer(self._fd)
 

@@ -187,13 +187,15 @@ class Encoder:
                     group.extend(run)
             items = list(groups.items())
         else:
-            for s in samples:
-                key = (s[0], s[5] or s[6])  # no device timestamp: the gateway's receive time
+            # Several timestamps (each read of a scan stamped when it was answered, a queue of notifications):
+            # runs of one device and timestamp found in C, Python works per run. No device timestamp: the
+            # gateway's receive time.
+            for key, run in groupby(samples, _device_ts if 0 not in tss else _device_ts_or_received):
                 group = groups.get(key)
                 if group is None:
-                    groups[key] = [s]
+                    groups[key] = list(run)
                 else:
-                    group.append(s)
+                    group.extend(run)
             items = list(groups.items())
             last: dict[str, int] = {}
             for device, ts in groups:
@@ -272,6 +274,13 @@ def _words(maps: ValueMaps | None, group: list[Sample]) -> dict[str, str] | None
         if m is not None and (word := state_word(m, s[2])) is not None:
             out[s[1]] = word
     return out or None
+
+
+_device_ts = itemgetter(0, 5)
+
+
+def _device_ts_or_received(s: Sample) -> tuple[str, int]:
+    return s[0], s[5] or s[6]
 
 
 def _first(pair: tuple[str, int]) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from connectors.mqtt.batched_socket import BatchedSocket
 from connectors.mqtt.config import MqttSinkConfig
 from connectors.mqtt.sink import MqttSink
 from gateway.config.site import SiteConfig
@@ -101,6 +103,36 @@ async def test_mutual_tls_with_a_private_ca(tls_broker: Mosquitto, pki: Path) ->
     assert sink.link is not None and await sink.link.wait_connected(10)
     await sink.write(BATCH)  # returns only after the broker's PUBACK over TLS
     await sink.close()
+
+
+async def test_a_write_larger_than_the_socket_takes_goes_out_whole_over_tls(
+        tls_broker: Mosquitto, pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS writes that the socket takes only in part (the rest waits for writability) keep the stream whole:
+    mosquitto acks every message only after parsing it, and would drop a connection whose records broke."""
+    partial: list[int] = []
+    flush = BatchedSocket.flush
+
+    def spy(self: BatchedSocket) -> bool:
+        done = flush(self)
+        if not done:
+            partial.append(self.unsent)
+        return done
+
+    monkeypatch.setattr(BatchedSocket, "flush", spy)
+    sink = make_sink(tls_broker.port, "tls-big", tls={"ca_file": str(pki / "test-ca.crt"),
+                                                      "cert_file": str(pki / "gateway.crt"),
+                                                      "key_file": str(pki / "gateway.key")})
+    await sink.open()
+    link = sink.link
+    assert link is not None and await link.wait_connected(10)
+    assert link._sock is not None  # a small send buffer: the socket takes each write only in part
+    link._sock.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16_384)
+    payloads = [bytes([i]) * 200_000 for i in range(40)]  # 8 MB in one write
+    await asyncio.wait_for(link.publish_all([(f"big/{i}", p) for i, p in enumerate(payloads)], 1, False), 60)
+    await link.publish_all([("big/after", b"1")], 1, False)  # the same connection goes on
+    assert link.connects == 1
+    await sink.close()
+    assert partial, "the socket took every write whole: nothing here tested a partial TLS write"
 
 
 async def test_wrong_ca_is_refused_with_a_clear_error(tls_broker: Mosquitto, pki: Path,

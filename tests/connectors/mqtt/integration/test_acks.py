@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from paho.mqtt import _packet
 
 from connectors.mqtt.adapter import MqttLink
 from connectors.mqtt.config import MqttSinkConfig
@@ -15,20 +13,6 @@ from gateway.logs import get_logger
 from tests.mqtt_subscriber import Subscriber
 from tests.servers import Mosquitto, mosquitto
 from tests.waiting import until
-
-
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """PUBACKs that went through paho's own decoder."""
-    seen: list[bytes] = []
-    original = _packet.decode_puback
-
-    def spy(header: int, packet: bytes | bytearray, protocol: Any) -> Any:
-        seen.append(bytes(packet))
-        return original(header, packet, protocol)
-
-    monkeypatch.setattr(_packet, "decode_puback", spy)
-    return seen
 
 
 async def _link(port: int, protocol: str) -> MqttLink:

@@ -6,7 +6,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
@@ -31,20 +30,6 @@ def _puback(client: _Client, body: bytes) -> MQTTErrorCode:
     client._in_packet["command"] = 0x40
     client._in_packet["packet"] = bytearray(body)
     return client._packet_handle()  # as paho's read loop hands a complete packet over
-
-
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """PUBACKs that went through paho's own decoder."""
-    seen: list[bytes] = []
-    original = _packet.decode_puback
-
-    def spy(header: int, packet: bytes | bytearray, protocol: Any) -> Any:
-        seen.append(bytes(packet))
-        return original(header, packet, protocol)
-
-    monkeypatch.setattr(_packet, "decode_puback", spy)
-    return seen
 
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5])

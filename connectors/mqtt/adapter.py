@@ -240,6 +240,7 @@ class MqttLink:
         """The broker's last answer refused the MQTT version (an MQTT 5 CONNECT to a 3.1.1-only broker)."""
         self._losses: deque[float] = deque(maxlen=64)  # monotonic times of lost connections
         self._up_since: float | None = None
+        self._accepted = False  # the broker accepted the current connection (CONNACK), until it ends
         self._flap_delay = 0.0  # reconnect delay kept across connections that did not stay up
         self.published_mono = 0.0
         """Monotonic time the last ``publish_all`` handed its last message to paho (``gateway.stages``)."""
@@ -642,6 +643,7 @@ class MqttLink:
             self.connects += 1
         self.login_refused = False
         self.protocol_refused = False
+        self._accepted = True
         self._up_since = time.monotonic()
         if self._last_connected is not None and self._last_connected != self._at:
             self.failovers += 1
@@ -686,7 +688,8 @@ class MqttLink:
         self._next_broker()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        was = self._connected.is_set()
+        # a connection the broker accepted, online yet or still reading the retained status (presence rule 2)
+        was, self._accepted = self._accepted, False
         unanswered, self._attempt_open = self._attempt_open, False
         self._connected.clear()
         self._set_async_connected(False)

@@ -156,3 +156,24 @@ async def test_write_waits_through_a_broker_restart(tmp_path: Path) -> None:
             got = await sub.wait_for(lambda m: len(m) >= 2)
         await sink.close()
     assert [json.loads(r.payload)["value"] for r in got][-2:] == [1, 2]
+
+
+async def test_a_connection_lost_while_reading_the_retained_status_counts_as_lost(tmp_path: Path) -> None:
+    """After a reconnect the link waits (up to RETAINED_WAIT) for its retained status before it goes online;
+    a broker that goes away in that window still ended an accepted connection: a loss like any other."""
+    from tests.waiting import until
+
+    sink = make_sink(free_port(), name="flap", reconnect_min="1s", reconnect_max="1s")
+    await sink.open()  # connects in the background, retrying until a broker is there
+    link = sink.link
+    assert link is not None
+    try:
+        for i in range(2):
+            with mosquitto(tmp_path / f"broker{i}", port=sink.config.port):  # a fresh broker: no retained status
+                await until(lambda n=i: link.connects > n, 15, f"connection {i + 1}")
+                online = link.connected  # the first connect goes online at once; the second is still checking
+            await until(lambda: link._fd is None, 10, "socket closed")
+            assert online is (i == 0)
+        assert link.losses_within(60) == 2
+    finally:
+        await sink.close()

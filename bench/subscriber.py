@@ -7,7 +7,8 @@ process so its CPU is not the gateway's.
 - ``window T0_MS T1_MS``: from now on count the values whose sample timestamp is in [T0, T1) (ms since
   the epoch, the resolution of the per-device payload's ``ts``);
 - ``report``: print one JSON line (counts per ``device/tag``, messages, duplicates, a latency histogram
-  in 0.1 ms buckets per protocol) and exit.
+  in 0.1 ms buckets per protocol, and each in-window message's ``[device, ts ms, arrival ns, values]``,
+  which the benchmark pairs with the time the gateway received those values) and exit.
 
 Latency of a value = its arrival wall time (taken first thing in the message callback) minus its ``ts``.
 """
@@ -41,6 +42,7 @@ class Tally:
         self.in_window: Counter[str] = Counter()  # messages with values in the window, per protocol
         self.outside = 0  # values whose ts lies outside the window (warm-up, drain)
         self.duplicates = 0
+        self.arrivals: list[tuple[str, int, int, int]] = []  # first deliveries in the window
         self._seen: set[int] = set()
         self._ts_ms: dict[str, int] = {}
 
@@ -79,13 +81,15 @@ class Tally:
             kind = "opcua" if device.startswith("ua") else "modbus"
             self.in_window[kind] += 1
             self.latency[kind][(arrived_ns - ms * 1_000_000) // _BUCKET_NS] += len(values)
+            self.arrivals.append((device, ms, arrived_ns, len(values)))
 
     def report(self) -> dict[str, Any]:
         with self.lock:
             return {"counts": dict(self.counts), "messages": self.messages, "in_window": dict(self.in_window),
                     "outside": self.outside,
                     "duplicates": self.duplicates, "bucket_ns": _BUCKET_NS,
-                    "latency": {k: [[b, n] for b, n in sorted(c.items())] for k, c in self.latency.items()}}
+                    "latency": {k: [[b, n] for b, n in sorted(c.items())] for k, c in self.latency.items()},
+                    "arrivals": self.arrivals}
 
 
 def main() -> int:

@@ -33,9 +33,12 @@ def test_e2e_small_run_loses_nothing_and_writes_its_report(tmp_path: Path) -> No
     # every tag once a second; a tick may straddle the window's edges
     assert r.samples_out > 0
     assert abs(r.samples_out - tags * duration) <= 0.1 * tags * duration, n
-    for key in ("p50_ms", "p99_ms", "modbus_p99_ms", "opcua_p99_ms"):
+    for key in ("p50_ms", "p99_ms", "modbus_p99_ms", "opcua_p99_ms", "gateway_p50_ms", "gateway_p99_ms"):
         assert isinstance(n[key], float) and n[key] > 0, (key, n)
     assert float(n["p50_ms"]) <= float(n["p99_ms"])
+    # every message paired with its values' receipt; the gateway's part is within the end-to-end figure
+    assert n["gateway_unpaired"] == 0, n
+    assert float(n["gateway_opcua_p99_ms"]) <= float(n["opcua_p99_ms"]), n
     assert r.cpu_s > 0 and r.peak_rss_mib > 0
 
     svg = ET.parse(tmp_path / "e2e.svg").getroot()

@@ -33,7 +33,7 @@ def _read_status(query: StatusQuery) -> list[tuple[str, bytes]]:
 
 PLUGIN = SinkPlugin(
     kind="mqtt",
-    requires=("paho",),
+    requires=("paho", "orjson"),
     extra="mqtt",
     config_model=MqttSinkConfig,
     factory=_build,

@@ -20,7 +20,7 @@ def _build(name: str, config: SparkplugSinkConfig, ctx: BuildContext) -> Sink:
 
 PLUGIN = SinkPlugin(
     kind="sparkplug",
-    requires=("paho", "google.protobuf"),
+    requires=("paho", "orjson", "google.protobuf"),
     extra="sparkplug",
     config_model=SparkplugSinkConfig,
     factory=_build,

@@ -31,8 +31,8 @@ def test_the_core_needs_no_protocol_library_and_each_plugin_names_its_extra() ->
         required[kind] = sink_plugin(kind)
     assert {k: (p.requires, p.extra) for k, p in required.items() if p.requires} == {
         "modbus": (("pymodbus",), "modbus"), "opcua": (("asyncua",), "opcua"),
-        "mqtt": (("paho",), "mqtt"), "influxdb": (("influxdb_client",), "influxdb"),
-        "sparkplug": (("paho", "google.protobuf"), "sparkplug")}
+        "mqtt": (("paho", "orjson"), "mqtt"), "influxdb": (("influxdb_client",), "influxdb"),
+        "sparkplug": (("paho", "orjson", "google.protobuf"), "sparkplug")}
     for plugin in required.values():
         if plugin.extra:
             assert plugin.extra in extras

@@ -5,6 +5,11 @@ nothing. Each request here is one blocking HTTP POST of line protocol we built, 
 dedicated executor thread (never the default executor, which ``asyncio.run`` waits for without limit).
 Library and urllib3 exceptions are turned into ``HttpRejected`` or ``RetryableSinkError`` here.
 
+A write is one request on the client's own urllib3 pool (its TLS, proxy and timeout settings), built here:
+the library's generated request path (parameter checks, serialisation, header assembly) cost ~0.13 ms of
+CPU per request on top of urllib3's ~0.27, and the sink writes each commit. Errors are read as the library
+reads them (a JSON body's ``message``, else the body, else the error headers, else the reason).
+
 Bodies are gzipped here, at ``gzip_level``, not by the library: its ``enable_gzip`` always compresses at
 level 9: ~6x the CPU of level 1 for a body only ~15-20 % smaller (line protocol of 10,000 samples:
 23 ms vs 4 ms for the whole write).
@@ -19,24 +24,30 @@ the next endpoint) overwrites it with the same value.
 from __future__ import annotations
 
 import contextlib
+import json
 import zlib
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import structlog
 import urllib3
 from influxdb_client.client.influxdb_client import InfluxDBClient
-from influxdb_client.domain.write_precision import WritePrecision
-from influxdb_client.rest import ApiException
-from influxdb_client.service.write_service import WriteService
 
 from connectors.influxdb.config import InfluxSinkConfig
 from gateway.errors import RetryableSinkError
 from gateway.redact import redact
 from gateway.threads import WorkerThread
 
-_PRECISION: dict[str, Any] = {
-    "s": WritePrecision.S, "ms": WritePrecision.MS, "us": WritePrecision.US, "ns": WritePrecision.NS,
-}
+_ERROR_HEADERS = ("X-Platform-Error-Code", "X-Influx-Error", "X-InfluxDb-Error")
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    client: InfluxDBClient
+    pool: Any  # the client's urllib3 PoolManager
+    url: str  # the write URL with org, bucket and precision
+    headers: dict[str, str]
 
 
 class HttpRejected(Exception):
@@ -63,56 +74,59 @@ class InfluxWriter:
         self.log = log or structlog.get_logger("connectors.influxdb").bind(sink=name)
         self._thread = WorkerThread(f"influx-{name}")
         self._urls = config.endpoints()
-        self._clients: list[tuple[InfluxDBClient, Any] | None] = [None] * len(self._urls)
+        self._clients: list[_Endpoint | None] = [None] * len(self._urls)
         self._at = 0  # the endpoint requests go to (changed on this writer's thread only)
         self._last_ok: int | None = None
         self._moving = False  # failing over since the last accepted request: its moves were logged once
         self.failovers = 0
         """Requests accepted by another endpoint than the one that accepted the previous."""
-        self._precision = _PRECISION[config.precision]
         self._level = config.gzip_level if config.gzip else 0
+        self._timeout = urllib3.Timeout(total=config.timeout)
 
     @property
     def endpoint(self) -> str:
         """The endpoint requests go to now, credentials masked."""
         return redact(self._urls[self._at])
 
-    def _client(self, i: int) -> tuple[InfluxDBClient, Any]:
+    def _client(self, i: int) -> _Endpoint:
         made = self._clients[i]
         if made is None:
             # No library-level retries: the spool and the delivery loop retry, honouring Retry-After.
-            client = InfluxDBClient(
-                url=self._urls[i], token=self.config.token.get_secret_value(), org=self.config.org,
-                timeout=int(self.config.timeout * 1000), retries=False,
-            )
-            if self.config.gzip:
-                client.api_client.set_default_header(  # type: ignore[no-untyped-call]
-                    "Accept-Encoding", "identity")  # as enable_gzip did: error bodies stay readable
-            # The write service is the write API's own last step; going to it directly skips a copy of the body.
-            made = self._clients[i] = (client, WriteService(client.api_client))  # type: ignore[no-untyped-call]
+            cfg = self.config
+            client = InfluxDBClient(url=self._urls[i], token=cfg.token.get_secret_value(), org=cfg.org,
+                                    timeout=int(cfg.timeout * 1000), retries=False)
+            api = client.api_client
+            headers = {**api.default_headers, "Content-Type": "text/plain; charset=utf-8",
+                       "Accept": "application/json"}
+            if self._level:
+                headers["Accept-Encoding"] = "identity"  # as enable_gzip did: error bodies stay readable
+                headers["Content-Encoding"] = "gzip"
+            token = cfg.token.get_secret_value()
+            if token:
+                headers["Authorization"] = f"Token {token}"
+            query = urlencode({"org": cfg.org or "-", "bucket": cfg.bucket, "precision": cfg.precision})
+            url = f"{self._urls[i].rstrip('/')}/api/v2/write?{query}"
+            made = self._clients[i] = _Endpoint(client, api.rest_client.pool_manager, url, headers)
         return made
 
-    def _post_to(self, i: int, body: bytes, extra: dict[str, str]) -> None:
+    def _post_to(self, i: int, body: bytes) -> None:
+        e = self._client(i)
         try:
-            self._client(i)[1].post_write(
-                org=self.config.org or "-", bucket=self.config.bucket, body=body, precision=self._precision,
-                content_type="text/plain; charset=utf-8", **extra,
-            )
-        except ApiException as exc:
-            raise HttpRejected(int(exc.status or 0), _message(exc), _retry_after(exc.retry_after)) from None
+            r = e.pool.request("POST", e.url, body=body, headers=e.headers, timeout=self._timeout, retries=False,
+                               redirect=False, preload_content=True)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise RetryableSinkError(f"cannot reach {redact(self._urls[i])}: {exc}") from None
+        if not 200 <= r.status < 300:
+            raise HttpRejected(r.status, _message(r), _retry_after(r.headers.get("Retry-After")))
 
     def _post(self, body: bytes) -> None:
-        extra = {}
         if self._level:
             body = zlib.compress(body, self._level, wbits=31)  # wbits 31: a gzip stream
-            extra["content_encoding"] = "gzip"
         n = len(self._urls)
         for tried in range(1, n + 1):
             i = self._at
             try:
-                self._post_to(i, body, extra)
+                self._post_to(i, body)
             except (RetryableSinkError, HttpRejected) as exc:
                 if isinstance(exc, HttpRejected) and exc.status < 500:
                     raise  # the request itself, or the token: every endpoint would answer the same
@@ -140,7 +154,7 @@ class InfluxWriter:
         for k in range(n):
             i = (self._at + k) % n
             try:
-                up = bool(self._client(i)[0].ping())
+                up = bool(self._client(i).client.ping())
             except Exception:  # any failure means "not yet"
                 up = False
             if up:
@@ -160,12 +174,18 @@ class InfluxWriter:
         for made in self._clients:
             if made is not None:
                 with contextlib.suppress(Exception):
-                    made[0].close()  # type: ignore[no-untyped-call]
+                    made.client.close()  # type: ignore[no-untyped-call]
         self._thread.close()
 
 
-def _message(exc: ApiException) -> str:
-    body = exc.body
-    if isinstance(body, bytes):
-        body = body.decode(errors="replace")
-    return str(getattr(exc, "message", None) or body or exc.reason or "").strip()[:500]
+def _message(r: Any) -> str:
+    """What the server said about a refused write (urllib3 response), as influxdb-client reads it."""
+    text = ""
+    if r.data:
+        try:
+            text = str(json.loads(r.data)["message"])
+        except (ValueError, KeyError, TypeError):
+            text = r.data.decode(errors="replace")
+    else:
+        text = next((r.headers[h] for h in _ERROR_HEADERS if h in r.headers), None) or r.reason or ""
+    return text.strip()[:500]

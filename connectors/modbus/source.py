@@ -60,7 +60,10 @@ from gateway.writes import WriteKind
 SPLIT_CODES = frozenset({2, 3, 4})  # IllegalDataAddress, IllegalDataValue, ServerDeviceFailure: maybe one register
 HEALTHY_AFTER = 2  # answered requests after which a connection counts as healthy (the backoff resets)
 LOGGED_TAGS = 10  # tag names quoted in a state-change log line
-EMIT_AFTER = 0.005  # s: about the longest a read value waits for the device's next reads before it is emitted
+# s: about the longest a read value waits for the device's next reads before it is emitted. Each batch costs
+# a spool commit, a message and its ack downstream: against a device answering in ~1.5 ms, 5 ms made ~55
+# batches a second of 10 x 1,000 tags (gateway CPU 7.3-8.8 %), 10 ms ~27 (5.3-5.9 %) at p50 6 -> 8 ms.
+EMIT_AFTER = 0.010
 
 _GOOD, _BAD = Quality.GOOD, Quality.BAD
 

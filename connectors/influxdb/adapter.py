@@ -93,15 +93,15 @@ class InfluxWriter:
         if made is None:
             # No library-level retries: the spool and the delivery loop retry, honouring Retry-After.
             cfg = self.config
-            client = InfluxDBClient(url=self._urls[i], token=cfg.token.get_secret_value(), org=cfg.org,
-                                    timeout=int(cfg.timeout * 1000), retries=False)
+            token = cfg.token.get_secret_value()
+            client = InfluxDBClient(url=self._urls[i], token=token, org=cfg.org, timeout=int(cfg.timeout * 1000),
+                                    retries=False)
             api = client.api_client
             headers = {**api.default_headers, "Content-Type": "text/plain; charset=utf-8",
                        "Accept": "application/json"}
             if self._level:
                 headers["Accept-Encoding"] = "identity"  # as enable_gzip did: error bodies stay readable
                 headers["Content-Encoding"] = "gzip"
-            token = cfg.token.get_secret_value()
             if token:
                 headers["Authorization"] = f"Token {token}"
             query = urlencode({"org": cfg.org or "-", "bucket": cfg.bucket, "precision": cfg.precision})
@@ -180,7 +180,6 @@ class InfluxWriter:
 
 def _message(r: Any) -> str:
     """What the server said about a refused write (urllib3 response), as influxdb-client reads it."""
-    text = ""
     if r.data:
         try:
             text = str(json.loads(r.data)["message"])
